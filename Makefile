@@ -1,0 +1,24 @@
+# earthloc: the two commands are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export EARTHLOC_SHARED ?= $(abspath ../shared)
+
+.PHONY: setup test demo clean
+
+setup: $(VENV)/.installed
+
+# torch/torchvision are plain requirements: on this machine pip takes 2.14.1 / 0.29.1 from local disk.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/earthloc demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Geometry: Web-Mercator tiles, footprints, official file names, visibility from the ISS."""
