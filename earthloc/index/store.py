@@ -1,0 +1,375 @@
+"""The index folder: DB descriptors in FAISS + the manifest aligned with them + the model's identity.
+
+Layout of an index folder (format version :data:`FORMAT_VERSION`)::
+
+    index.json        format version, model identity, rotations, precision, manifest digest, db_dir
+    vectors.faiss     FAISS index; vector id = row * len(db_rotations) + rotation slot
+    manifest.parquet  one row per DB image (the DB manifest, re-ordered into geo cells)
+
+Rows are stored in *geo-cell order* (1-degree latitude bands, then longitude), so the DB images
+whose centres lie in a photo's visible disk form a few dozen contiguous runs of vectors: the
+visible-disk search reads only those runs (views, no copy) instead of scanning the whole index,
+and is still exact. Scores are inner products of L2-normalised descriptors (cosine similarity,
+higher is better); on unit vectors this ranks exactly like the official L2 distance
+(``|q - x|^2 = 2 - 2 q.x``).
+
+Rotations: ``rotations="query"`` stores each DB image once (rotation 0) and the photo is encoded
+at 0/90/180/270 degrees; ``rotations="db"`` stores every DB image at the four rotations (the
+official, 4x larger layout) and the photo once. Either way :meth:`Index.search` merges the
+rotations of one DB image into one hit carrying the best score and the rotation that gave it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from earthloc.atomic import atomic_path, write_text
+from earthloc.errors import InputError
+
+FORMAT_VERSION = 1
+ROTATIONS = (0, 90, 180, 270)
+PRECISIONS = ("fp32", "fp16", "pq")
+PQ_BITS = 8
+PQ_SUBVECTOR_DIM = 8  # PQ with d/8 sub-quantizers of 8 bits: 4096-d -> 512 bytes per vector
+_BLOCK_VECTORS = 16384  # decode / score at most this many vectors at once (bounds memory)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked search result: manifest ``row``, the DB rotation (degrees counter-clockwise applied
+    to the DB image, EarthLoc's convention) that matched best, and its cosine ``score``."""
+
+    row: int
+    rotation_deg: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What must match between the model that built an index and the one that queries it."""
+
+    name: str
+    checkpoint_hash: str | None
+    descriptor_dim: int
+    image_size: int
+    preprocessing: str
+
+    @classmethod
+    def of(cls, model) -> "ModelIdentity":
+        """Identity of a model from :func:`earthloc.models.registry.load_model`."""
+        size = int(getattr(model, "image_size", 0) or 0)
+        prep = getattr(model, "preprocessing", None) or f"resize {size}x{size}, RGB, ImageNet mean/std"
+        return cls(
+            name=str(model.name),
+            checkpoint_hash=getattr(model, "checkpoint_hash", None),
+            descriptor_dim=int(model.descriptor_dim),
+            image_size=size,
+            preprocessing=str(prep),
+        )
+
+    def check(self, model, where: object) -> None:
+        """Raise :class:`InputError` if ``model`` is not the model this index was built with."""
+        other = ModelIdentity.of(model)
+        for field in ("name", "checkpoint_hash", "descriptor_dim", "image_size"):
+            mine, theirs = getattr(self, field), getattr(other, field)
+            if mine != theirs:
+                raise InputError(where, f"index was built with model {self.name!r} ({field}={mine!r}), "
+                                        f"not with {other.name!r} ({field}={theirs!r}); rebuild the index "
+                                        "or use the same model")
+
+
+def manifest_digest(manifest: pd.DataFrame) -> str:
+    """sha256 over the ordered (tile, year, image sha256) of every row: identifies a manifest."""
+    h = hashlib.sha256()
+    for tile, year, sha in zip(manifest["tile"], manifest["year"], manifest["sha256"]):
+        h.update(f"{tile}|{int(year)}|{sha}\n".encode())
+    return h.hexdigest()
+
+
+def geo_order(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Permutation sorting places into geo cells: 1-degree latitude bands, then longitude.
+
+    A visible disk then intersects each band in one longitude interval, i.e. one contiguous run.
+    """
+    band = np.floor(np.asarray(lat, dtype=np.float64))
+    return np.lexsort((np.asarray(lon, dtype=np.float64), band))
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open ``[start, stop)`` intervals of consecutive True values in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
+def _new_faiss(dim: int, precision: str, train: np.ndarray) -> faiss.Index:
+    if precision == "fp32":
+        return faiss.IndexFlatIP(dim)
+    if precision == "fp16":
+        return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    if precision == "pq":
+        if dim % PQ_SUBVECTOR_DIM:
+            raise InputError("--precision pq", f"descriptor size {dim} is not a multiple of {PQ_SUBVECTOR_DIM}")
+        if len(train) < 2**PQ_BITS:
+            raise InputError("--precision pq", f"PQ needs at least {2**PQ_BITS} vectors to train, got {len(train)}")
+        index = faiss.IndexPQ(dim, dim // PQ_SUBVECTOR_DIM, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(train, dtype=np.float32))
+        return index
+    raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+class Index:
+    """DB descriptors (FAISS) + manifest (pandas, aligned with vector ids) + metadata.
+
+    Build with :meth:`build` (from a DB folder and a model) or :meth:`from_vectors`; open a saved
+    folder with :meth:`open`; query with :meth:`search`.
+    """
+
+    def __init__(self, index: faiss.Index, manifest: pd.DataFrame, meta: dict, path: Path | None = None):
+        self.faiss = index
+        self.manifest = manifest.reset_index(drop=True)
+        self.meta = meta
+        self.path = path
+        self.identity = ModelIdentity(**meta["model"])
+        self.db_rotations: tuple[int, ...] = tuple(meta["db_rotations"])
+        self.precision: str = meta["precision"]
+        self._codes = faiss.rev_swig_ptr(index.codes.data(), index.ntotal * index.code_size).reshape(
+            index.ntotal, index.code_size) if index.ntotal else np.zeros((0, index.code_size), np.uint8)
+        self.centre_lat = self.manifest["centre_lat"].to_numpy(np.float64)
+        self.centre_lon = self.manifest["centre_lon"].to_numpy(np.float64)
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.identity.name
+
+    @property
+    def dim(self) -> int:
+        return self.identity.descriptor_dim
+
+    @property
+    def rotations(self) -> str:
+        """``"query"`` (1x index, rotate the photo) or ``"db"`` (4x rotated index)."""
+        return self.meta["rotations"]
+
+    @property
+    def db_dir(self) -> Path | None:
+        return Path(self.meta["db_dir"]) if self.meta.get("db_dir") else None
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def nbytes(self) -> int:
+        """Bytes of the serialised FAISS index (codes + codebooks)."""
+        return int(faiss.serialize_index(self.faiss).nbytes)
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, manifest: pd.DataFrame, identity: ModelIdentity,
+                     rotations: str = "query", precision: str = "fp32", db_dir: Path | None = None) -> "Index":
+        """An in-memory index from descriptors ``(N, R_db, D)`` float32 aligned with ``manifest`` rows.
+
+        ``R_db`` is 1 for ``rotations="query"`` and 4 (0/90/180/270) for ``rotations="db"``.
+        Rows are re-ordered into geo cells; vectors are expected L2-normalised.
+        """
+        if rotations not in ("query", "db"):
+            raise InputError("--rotations", f"must be 'query' or 'db', got {rotations!r}")
+        db_rotations = (0,) if rotations == "query" else ROTATIONS
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 3 or vectors.shape[0] != len(manifest) or vectors.shape[1] != len(db_rotations):
+            raise InputError("vectors", f"expected shape ({len(manifest)}, {len(db_rotations)}, D), got {vectors.shape}")
+        order = geo_order(manifest["centre_lat"].to_numpy(), manifest["centre_lon"].to_numpy())
+        manifest = manifest.iloc[order].reset_index(drop=True)
+        flat = np.ascontiguousarray(vectors[order].reshape(-1, vectors.shape[2]))
+        train = flat if len(flat) <= 65536 else flat[np.random.default_rng(0).choice(len(flat), 65536, replace=False)]
+        index = _new_faiss(flat.shape[1], precision, train)
+        index.add(flat)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": asdict(identity),
+            "rotations": rotations,
+            "db_rotations": list(db_rotations),
+            "precision": precision,
+            "n_images": len(manifest),
+            "manifest_sha256": manifest_digest(manifest),
+            "db_dir": str(Path(db_dir).resolve()) if db_dir else None,
+        }
+        return cls(index, manifest, meta)
+
+    @classmethod
+    def build(cls, db_dir: Path, model, out_dir: Path, rotations: str = "query", precision: str = "fp32",
+              batch_size: int = 32, chunk: int = 1024, progress: bool = True) -> "Index":
+        """Encode every image of the DB folder ``db_dir`` with ``model`` and save the index to ``out_dir``.
+
+        Resumable: descriptors are saved per chunk of ``chunk`` images under ``out_dir/.partial-*``
+        and reused by a rerun; the finished folder appears only when everything is written.
+        """
+        from earthloc.db.manifest import load as load_manifest
+        from earthloc.models.encode import encode
+
+        db_dir = Path(db_dir)
+        manifest = load_manifest(db_dir)
+        if manifest.empty:
+            raise InputError(db_dir, "the DB has no images")
+        db_rotations = (0,) if rotations == "query" else ROTATIONS
+        partial = Path(out_dir) / f".partial-{manifest_digest(manifest)[:16]}-{rotations}-{ModelIdentity.of(model).name}"
+        partial.mkdir(parents=True, exist_ok=True)
+        parts = []
+        n_chunks = (len(manifest) + chunk - 1) // chunk
+        for i in range(n_chunks):
+            f = partial / f"chunk_{i:05d}.npy"
+            if not f.exists():
+                paths = [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]]
+                if progress and n_chunks > 1:
+                    print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
+                vecs = encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress)
+                with atomic_path(f) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.save(fh, vecs.astype(np.float32))
+            parts.append(np.load(f))
+        index = cls.from_vectors(np.concatenate(parts), manifest, ModelIdentity.of(model), rotations, precision,
+                                 db_dir=db_dir)
+        index.save(out_dir)
+        shutil.rmtree(partial, ignore_errors=True)
+        return index
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, out_dir: Path) -> None:
+        """Write the folder; ``index.json`` goes last, so a folder without it is incomplete."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "index.json").unlink(missing_ok=True)
+        with atomic_path(out_dir / "vectors.faiss") as tmp:
+            faiss.write_index(self.faiss, str(tmp))
+        with atomic_path(out_dir / "manifest.parquet") as tmp:
+            self.manifest.to_parquet(tmp, index=False)
+        write_text(out_dir / "index.json", json.dumps(self.meta, indent=2) + "\n")
+        self.path = out_dir
+
+    @classmethod
+    def open(cls, path: Path, model=None, db_dir: Path | None = None) -> "Index":
+        """Open a saved index folder.
+
+        ``model``: if given, it must be the model the index was built with (name, checkpoint hash,
+        descriptor size, input size), else :class:`InputError`. ``db_dir``: if given, its manifest must
+        hold exactly the images the index was built from. The stored manifest must match the digest
+        and vector count recorded at build time.
+        """
+        path = Path(path)
+        meta_file = path / "index.json"
+        if not meta_file.is_file():
+            raise InputError(path, "not an index folder (no index.json; build it with `earthloc index build`)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(meta_file, f"not valid JSON ({err})") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise InputError(meta_file, f"index format version {meta.get('format_version')!r}, "
+                                        f"this earthloc reads {FORMAT_VERSION}; rebuild the index")
+        for name in ("vectors.faiss", "manifest.parquet"):
+            if not (path / name).is_file():
+                raise InputError(path / name, "missing from the index folder")
+        manifest = pd.read_parquet(path / "manifest.parquet")
+        if manifest_digest(manifest) != meta["manifest_sha256"] or len(manifest) != meta["n_images"]:
+            raise InputError(path / "manifest.parquet", "does not match the index (digest or row count differs "
+                                                        "from index.json); rebuild the index")
+        index = faiss.read_index(str(path / "vectors.faiss"))
+        if index.ntotal != len(manifest) * len(meta["db_rotations"]) or index.d != meta["model"]["descriptor_dim"]:
+            raise InputError(path / "vectors.faiss", f"holds {index.ntotal} vectors of {index.d}-d, expected "
+                                                     f"{len(manifest) * len(meta['db_rotations'])} of "
+                                                     f"{meta['model']['descriptor_dim']}-d")
+        out = cls(index, manifest, meta, path)
+        if model is not None:
+            out.identity.check(model, path)
+        if db_dir is not None:
+            out.check_db(db_dir)
+        return out
+
+    def check_db(self, db_dir: Path) -> None:
+        """Raise :class:`InputError` unless ``db_dir`` holds exactly the images of this index."""
+        from earthloc.db.manifest import load as load_manifest
+
+        db = load_manifest(Path(db_dir))
+        key = lambda df: set(zip(df["tile"], df["year"].astype(int), df["sha256"]))  # noqa: E731
+        mine, theirs = key(self.manifest), key(db)
+        if mine != theirs:
+            raise InputError(db_dir, f"DB manifest does not match the index: {len(theirs - mine)} images not in "
+                                     f"the index, {len(mine - theirs)} index images missing or changed")
+
+    # --- search ----------------------------------------------------------------------------
+    def _vectors(self, start: int, stop: int) -> np.ndarray:
+        """Float32 vectors ``[start, stop)`` (vector ids): a view for fp32, decoded otherwise."""
+        codes = self._codes[start:stop]
+        if self.precision == "fp32":
+            return codes.view(np.float32)
+        if self.precision == "fp16":
+            return codes.view(np.float16).astype(np.float32)
+        return self.faiss.sa_decode(np.ascontiguousarray(codes))
+
+    def _score_rows(self, q: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best score and best (query rotation x DB rotation) slot of rows ``[start, stop)`` for ``q`` (R, D)."""
+        nd = len(self.db_rotations)
+        best, slot = np.empty(stop - start, np.float32), np.empty(stop - start, np.int64)
+        step = max(1, _BLOCK_VECTORS // nd)
+        for a in range(start, stop, step):
+            b = min(stop, a + step)
+            s = (self._vectors(a * nd, b * nd) @ q.T).reshape(b - a, nd * len(q))  # [row, db_rot * R + q_rot]
+            slot[a - start:b - start] = s.argmax(axis=1)
+            best[a - start:b - start] = s.max(axis=1)
+        return best, slot
+
+    def search(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None,
+               query_rotations: Sequence[int] | None = None) -> list[list[Hit]]:
+        """Exact top-``k`` DB images for each photo.
+
+        ``queries``: (Q, R, D) float32, photo ``i`` encoded at ``query_rotations`` (default: (0,) if
+        R == 1, else 0/90/180/270). ``mask``: None (search everything), (N,) or (Q, N) bool over
+        manifest rows: only rows where it is True are searched (the visible disk). Each row appears
+        at most once, with its best score over all rotations; the returned rotation is the one to
+        apply to the DB image (counter-clockwise), i.e. DB rotation minus query rotation.
+        Results equal a brute-force search over every vector followed by the mask filter and the
+        per-row merge. Ties are broken by row number.
+        """
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim == 2:
+            queries = queries[:, None, :]
+        if queries.ndim != 3 or queries.shape[2] != self.dim:
+            raise InputError("queries", f"expected (Q, R, {self.dim}) descriptors, got {queries.shape}")
+        qrot = tuple(query_rotations) if query_rotations is not None else ((0,) if queries.shape[1] == 1 else ROTATIONS)
+        if len(qrot) != queries.shape[1]:
+            raise InputError("query_rotations", f"{len(qrot)} rotations for {queries.shape[1]} descriptors per photo")
+        nq, n = len(queries), len(self)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            mask = np.broadcast_to(mask, (nq, n)) if mask.ndim == 1 else mask
+            if mask.shape != (nq, n):
+                raise InputError("mask", f"expected ({nq}, {n}) booleans, got {mask.shape}")
+        # slot = db_slot * R + q_slot  ->  rotation applied to the DB image
+        rot_of_slot = np.array([(d - r) % 360 for d in self.db_rotations for r in qrot], dtype=np.int64)
+        out = []
+        for i in range(nq):
+            runs = _runs(mask[i]) if mask is not None else ([(0, n)] if n else [])
+            rows, best, slot = [], [], []
+            for a, b in runs:
+                s, sl = self._score_rows(queries[i], a, b)
+                rows.append(np.arange(a, b)), best.append(s), slot.append(sl)
+            if not rows:
+                out.append([])
+                continue
+            rows, best, slot = np.concatenate(rows), np.concatenate(best), np.concatenate(slot)
+            if len(best) > k:  # keep every row tied with the k-th score, so ties break by row number
+                kth = -np.partition(-best, k - 1)[k - 1]
+                top = np.flatnonzero(best >= kth)
+            else:
+                top = np.arange(len(best))
+            top = top[np.lexsort((rows[top], -best[top]))][:k]
+            out.append([Hit(int(rows[j]), int(rot_of_slot[slot[j]]), float(best[j])) for j in top])
+        return out
