@@ -1,0 +1,293 @@
+"""Writers for localization results: JSON lines, GeoJSON, CSV, KML and an HTML map (folium/Leaflet).
+
+JSON lines is the lossless one (it round-trips through :func:`read_jsonl`, which batch runs use to
+resume); the others are for GIS tools and people. Coordinates: GeoJSON/KML use (lon, lat) degrees
+(WGS84), polygons closed and counter-clockwise; CSV gives the footprint as WKT (lon lat).
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from shapely.geometry import mapping
+from shapely.geometry.polygon import orient
+
+from earthloc.atomic import atomic_path, write_text
+from earthloc.errors import InputError
+from earthloc.geo.footprint import Footprint
+from earthloc.geo.tiles import TileBlock
+from earthloc.records import Candidate, Localization, Photo
+
+FORMATS = ("jsonl", "json", "geojson", "csv", "kml", "html")
+
+
+# --- records <-> plain dicts (lossless) ---------------------------------------------------
+def _fp(f: Footprint | None) -> list | None:
+    return None if f is None else [[float(a), float(o)] for a, o in f.corners]
+
+
+def _unfp(c) -> Footprint | None:
+    return None if c is None else Footprint(tuple((float(a), float(o)) for a, o in c))
+
+
+def _pair(p) -> tuple[float, float] | None:
+    return None if p is None else (float(p[0]), float(p[1]))
+
+
+def photo_key(photo: Photo) -> str:
+    """Identifies a photo in a batch (progress files): its path if known, else its MRF."""
+    return str(photo.path) if photo.path else photo.mrf
+
+
+def to_dict(loc: Localization) -> dict:
+    """A JSON-ready dict of one localization (candidates ranked best first)."""
+    p = loc.photo
+    return {
+        "mrf": p.mrf,
+        "path": str(p.path) if p.path else None,
+        "time": p.time.isoformat() if p.time else None,
+        "nadir": list(p.nadir) if p.nadir else None,
+        "altitude_km": p.altitude_km,
+        "true_centre": list(p.centre) if p.centre else None,
+        "true_footprint": _fp(p.footprint),
+        "error": loc.error,
+        "candidates": [
+            {"rank": i + 1, "tile": c.tile.name, "zoom": c.tile.zoom, "year": c.year,
+             "rotation_deg": c.rotation_deg, "score": float(c.score),
+             "centre": list(c.tile.centre), "footprint": _fp(c.footprint), "path": c.path}
+            for i, c in enumerate(loc.candidates)
+        ],
+        "refined_footprint": _fp(loc.refined_footprint),
+        "confidence": loc.confidence,
+        "inliers": loc.inliers,
+    }
+
+
+def from_dict(d: dict) -> Localization:
+    """Inverse of :func:`to_dict`."""
+    photo = Photo(
+        mrf=d["mrf"], path=Path(d["path"]) if d.get("path") else None,
+        time=datetime.fromisoformat(d["time"]) if d.get("time") else None,
+        nadir=_pair(d.get("nadir")), altitude_km=d.get("altitude_km"),
+        centre=_pair(d.get("true_centre")), footprint=_unfp(d.get("true_footprint")),
+    )
+    cands = tuple(
+        Candidate(tile=TileBlock.from_name(c["tile"]), year=int(c["year"]), rotation_deg=int(c["rotation_deg"]),
+                  score=float(c["score"]), footprint=_unfp(c["footprint"]), path=c.get("path"))
+        for c in d.get("candidates", [])
+    )
+    return Localization(photo=photo, candidates=cands, refined_footprint=_unfp(d.get("refined_footprint")),
+                        confidence=d.get("confidence"), inliers=d.get("inliers"), error=d.get("error"))
+
+
+# --- JSON lines ---------------------------------------------------------------------------
+def append_jsonl(path: Path, loc: Localization) -> None:
+    """Append one line and flush it to disk (a batch's progress file: append-only, crash-safe per line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(to_dict(loc)) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: Path) -> list[Localization]:
+    """Localizations of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+    out = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(from_dict(json.loads(line)))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise InputError(path, f"line {i + 1} is not valid JSON") from None
+    return out
+
+
+def to_jsonl(locs: Iterable[Localization]) -> str:
+    return "".join(json.dumps(to_dict(loc)) + "\n" for loc in locs)
+
+
+# --- GeoJSON ------------------------------------------------------------------------------
+def _poly(f: Footprint) -> dict:
+    return mapping(orient(f.polygon_lonlat, sign=1.0))
+
+
+def to_geojson(locs: Iterable[Localization]) -> dict:
+    """A FeatureCollection: per photo one Polygon per candidate (``kind`` "candidate", with rank,
+    tile, year, rotation, score), a Point at the nadir (``kind`` "nadir"), the refined footprint if
+    any, and the ground truth (``kind`` "true_centre"/"true_footprint") when the photo carries it."""
+    feats = []
+    for loc in locs:
+        p = loc.photo
+        base = {"mrf": p.mrf, "path": str(p.path) if p.path else None}
+        if loc.error:
+            feats.append({"type": "Feature", "geometry": None, "properties": {**base, "kind": "error", "error": loc.error}})
+        for i, c in enumerate(loc.candidates):
+            feats.append({"type": "Feature", "geometry": _poly(c.footprint), "properties": {
+                **base, "kind": "candidate", "rank": i + 1, "tile": c.tile.name, "year": c.year,
+                "rotation_deg": c.rotation_deg, "score": round(float(c.score), 6)}})
+        if loc.refined_footprint is not None:
+            feats.append({"type": "Feature", "geometry": _poly(loc.refined_footprint), "properties": {
+                **base, "kind": "refined_footprint", "confidence": loc.confidence, "inliers": loc.inliers}})
+        if p.nadir:
+            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.nadir[1], p.nadir[0]]},
+                          "properties": {**base, "kind": "nadir", "altitude_km": p.altitude_km}})
+        if p.centre:
+            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.centre[1], p.centre[0]]},
+                          "properties": {**base, "kind": "true_centre"}})
+        if p.footprint is not None:
+            feats.append({"type": "Feature", "geometry": _poly(p.footprint), "properties": {**base, "kind": "true_footprint"}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+# --- CSV ----------------------------------------------------------------------------------
+CSV_COLUMNS = ("mrf", "path", "rank", "tile", "year", "rotation_deg", "score", "centre_lat", "centre_lon",
+               "footprint_wkt", "nadir_lat", "nadir_lon", "error")
+
+
+def to_csv(locs: Iterable[Localization]) -> str:
+    """One row per candidate (an error row, with empty candidate columns, for a failed photo)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for loc in locs:
+        p = loc.photo
+        nadir = list(p.nadir) if p.nadir else ["", ""]
+        head = [p.mrf, str(p.path) if p.path else ""]
+        if loc.error or not loc.candidates:
+            w.writerow(head + [""] * 8 + nadir + [loc.error or "no candidate"])
+        for i, c in enumerate(loc.candidates):
+            lat, lon = c.tile.centre
+            w.writerow(head + [i + 1, c.tile.name, c.year, c.rotation_deg, f"{c.score:.6f}", f"{lat:.6f}",
+                               f"{lon:.6f}", c.footprint.polygon_lonlat.wkt] + nadir + [""])
+    return buf.getvalue()
+
+
+# --- KML ----------------------------------------------------------------------------------
+_KML_NS = "http://www.opengis.net/kml/2.2"
+
+
+def _kml_ring(parent: ET.Element, f: Footprint) -> None:
+    ring = orient(f.polygon_lonlat, sign=1.0).exterior.coords
+    poly = ET.SubElement(parent, "Polygon")
+    outer = ET.SubElement(ET.SubElement(poly, "outerBoundaryIs"), "LinearRing")
+    ET.SubElement(outer, "coordinates").text = " ".join(f"{x:.6f},{y:.6f},0" for x, y in ring)
+
+
+def _kml_point(parent: ET.Element, lat: float, lon: float) -> None:
+    ET.SubElement(ET.SubElement(parent, "Point"), "coordinates").text = f"{lon:.6f},{lat:.6f},0"
+
+
+def to_kml(locs: Iterable[Localization]) -> str:
+    """KML 2.2: a Folder per photo with its candidate footprints, nadir and refined footprint."""
+    ET.register_namespace("", _KML_NS)
+    root = ET.Element("kml", xmlns=_KML_NS)
+    doc = ET.SubElement(root, "Document")
+    ET.SubElement(doc, "name").text = "earthloc localizations"
+    for loc in locs:
+        folder = ET.SubElement(doc, "Folder")
+        ET.SubElement(folder, "name").text = loc.photo.mrf
+        if loc.error:
+            ET.SubElement(folder, "description").text = f"error: {loc.error}"
+        for i, c in enumerate(loc.candidates):
+            pm = ET.SubElement(folder, "Placemark")
+            ET.SubElement(pm, "name").text = f"#{i + 1} {c.tile.name} {c.year}"
+            ET.SubElement(pm, "description").text = f"score {c.score:.4f}, rotation {c.rotation_deg} deg"
+            _kml_ring(pm, c.footprint)
+        if loc.refined_footprint is not None:
+            pm = ET.SubElement(folder, "Placemark")
+            ET.SubElement(pm, "name").text = "refined footprint"
+            _kml_ring(pm, loc.refined_footprint)
+        if loc.photo.nadir:
+            pm = ET.SubElement(folder, "Placemark")
+            ET.SubElement(pm, "name").text = "ISS nadir"
+            _kml_point(pm, *loc.photo.nadir)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# --- HTML map -----------------------------------------------------------------------------
+def _latlon_ring(f: Footprint) -> list[list[float]]:
+    return [[float(a), float(o)] for a, o in zip(f.lats, f.lons)]
+
+
+def write_html_map(locs: Sequence[Localization], path: Path, max_candidates: int = 5) -> None:
+    """A folium (Leaflet) map: per photo a toggleable layer with its best candidates (best in red,
+    the next ones dashed orange), the nadir (blue), refined footprint (purple) and, when known, the
+    true centre and footprint (green). Viewing it needs a browser with internet (Leaflet + base tiles)."""
+    import folium
+
+    fmap = folium.Map(tiles="OpenStreetMap", control_scale=True)
+    pts: list[tuple[float, float]] = []
+    for loc in locs:
+        p = loc.photo
+        layer = folium.FeatureGroup(name=p.mrf + (" (error)" if loc.error else ""))
+        for i, c in reversed(list(enumerate(loc.candidates[:max_candidates]))):
+            ring = _latlon_ring(c.footprint)
+            folium.Polygon(ring, color="red" if i == 0 else "orange", weight=3 if i == 0 else 1.5,
+                           dash_array=None if i == 0 else "5,5", fill=i == 0, fill_opacity=0.1,
+                           tooltip=f"{p.mrf} #{i + 1} {c.tile.name} ({c.year}) score {c.score:.3f}, "
+                                   f"rot {c.rotation_deg}").add_to(layer)
+            pts += [tuple(x) for x in ring]
+        if loc.refined_footprint is not None:
+            folium.Polygon(_latlon_ring(loc.refined_footprint), color="purple", weight=3,
+                           tooltip=f"{p.mrf} refined footprint").add_to(layer)
+        if p.footprint is not None:
+            folium.Polygon(_latlon_ring(p.footprint), color="green", weight=2, tooltip=f"{p.mrf} true footprint").add_to(layer)
+        if p.centre:
+            folium.CircleMarker(p.centre, radius=4, color="green", fill=True, tooltip=f"{p.mrf} true centre").add_to(layer)
+            pts.append(p.centre)
+        if p.nadir:
+            folium.CircleMarker(p.nadir, radius=5, color="blue", fill=True,
+                                tooltip=f"{p.mrf} ISS nadir {p.nadir[0]:.1f}, {p.nadir[1]:.1f}").add_to(layer)
+            pts.append(p.nadir)
+        layer.add_to(fmap)
+    folium.LayerControl(collapsed=True).add_to(fmap)
+    if pts:
+        lats, lons = [a for a, _ in pts], [o for _, o in pts]
+        fmap.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]])
+    with atomic_path(path) as tmp:
+        fmap.save(str(tmp))
+
+
+# --- dispatch -----------------------------------------------------------------------------
+def format_of(path: Path) -> str:
+    """Output format from a file extension (.jsonl/.json/.geojson/.csv/.kml/.html)."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    fmt = {"htm": "html"}.get(ext, ext)
+    if fmt not in FORMATS:
+        raise InputError(path, f"unknown output format {ext!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def render(locs: Sequence[Localization], fmt: str) -> str:
+    """Text of ``locs`` in ``fmt`` (all formats except html)."""
+    if fmt == "jsonl":
+        return to_jsonl(locs)
+    if fmt == "json":
+        return json.dumps([to_dict(loc) for loc in locs], indent=1) + "\n"
+    if fmt == "geojson":
+        return json.dumps(to_geojson(locs)) + "\n"
+    if fmt == "csv":
+        return to_csv(locs)
+    if fmt == "kml":
+        return to_kml(locs)
+    raise InputError("--format", f"unknown format {fmt!r}; use one of {', '.join(f for f in FORMATS if f != 'html')}")
+
+
+def write(locs: Sequence[Localization], path: Path, fmt: str | None = None) -> None:
+    """Write ``locs`` to ``path`` in ``fmt`` (default: from the extension), atomically."""
+    fmt = fmt or format_of(path)
+    if fmt == "html":
+        write_html_map(locs, Path(path))
+    else:
+        write_text(path, render(locs, fmt))
