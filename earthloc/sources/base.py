@@ -1,0 +1,53 @@
+"""The tile-source protocol shared by every imagery back end.
+
+A source serves 256x256 RGB Web-Mercator tiles (EPSG:3857, GoogleMapsCompatible, row 0 = north) for a
+set of years. ``z, x, y`` follow the XYZ convention: ``x`` = column, ``y`` = row. The DB builder only
+needs :meth:`TileSource.tile` and :attr:`TileSource.years`; sources with a finite footprint also
+expose ``covers(z, x, y, year)`` so :func:`earthloc.db.grid.places_covered` can list what they can fill.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from earthloc.geo.tiles import TILE_PX, TileBlock
+
+
+@runtime_checkable
+class TileSource(Protocol):
+    """Anything that serves 256x256 RGB Web-Mercator tiles per year."""
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        """Years this source can serve, ascending."""
+        ...
+
+    def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        """The tile at zoom ``z``, column ``x``, row ``y`` for ``year``: a 256x256 RGB PIL image."""
+        ...
+
+
+def check_tile(img: Image.Image, where: str) -> Image.Image:
+    """Return ``img`` as 256x256 RGB; raise ValueError naming ``where`` if it has another size."""
+    if img.size != (TILE_PX, TILE_PX):
+        raise ValueError(f"{where}: tile is {img.size[0]}x{img.size[1]} px, expected {TILE_PX}x{TILE_PX}")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def compose(source: TileSource, block: TileBlock, year: int) -> Image.Image:
+    """Paste the ``block.size**2`` tiles of ``block`` into one ``(size*256)``-px square RGB image.
+
+    Tile (row r, col c) of the block lands at pixel ``((c - block.col) * 256, (r - block.row) * 256)``,
+    the way the official downloader pastes them (north-up, no resampling).
+    """
+    side = block.size * TILE_PX
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    for t in block.tiles():
+        img = check_tile(source.tile(t.z, t.x, t.y, year), f"tile {t.z}/{t.x}/{t.y} year {year}")
+        r0 = (t.y - block.row) * TILE_PX
+        c0 = (t.x - block.col) * TILE_PX
+        out[r0 : r0 + TILE_PX, c0 : c0 + TILE_PX] = np.asarray(img)
+    return Image.fromarray(out, "RGB")
