@@ -114,13 +114,16 @@ class MosaicSource:
 
     def best(self, z: int, x: int, y: int, year: int) -> tuple[Mosaic, tuple[float, float, float, float]] | None:
         """The highest-resolution mosaic fully covering tile z/x/y in ``year`` and its pixel box, or None."""
-        found = None
+        found, best_score = None, None
         for m in self.mosaics:
             if m.year != year:
                 continue
             box = m.box(z, x, y)
-            if box is not None and (found is None or box[2] - box[0] > found[1][2] - found[1][0]):
-                found = (m, box)
+            if box is None:
+                continue
+            score = (box[2] - box[0], -abs(m.zoom - z))  # most pixels, then least resampling
+            if best_score is None or score > best_score:
+                found, best_score = (m, box), score
         return found
 
     @property

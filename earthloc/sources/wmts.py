@@ -1,0 +1,276 @@
+"""WMTS / XYZ tiles over HTTP with a disk cache, retries, a per-host rate limit and bounded concurrency.
+
+The URL template takes ``{z} {x} {y} {year}`` (``x`` = column, ``y`` = row from the north). Defaults point
+at EOX Sentinel-2 cloudless 2018-2021 (:data:`EOX_URL`); their licence (CC BY-NC-SA 4.0) asks for
+:func:`eox_attribution`.
+
+Behaviour, in order of what a long build meets:
+
+- **cache**: every tile is stored once under ``cache_dir`` (raw bytes as served, written atomically after
+  they decode), so the 50%-overlapping DB images share tiles and a resumed build fetches nothing twice;
+  concurrent requests for the same tile wait for one download (single flight);
+- **concurrency**: at most ``concurrency`` requests in flight; **rate**: at most ``rate_per_host``
+  request starts per second per host (None = unlimited);
+- **retries** with exponential backoff and jitter on 5xx, timeouts, connection resets and bodies that
+  are truncated or do not decode; **429** waits ``Retry-After`` (seconds or HTTP date) and pauses the
+  whole host, not just one thread;
+- **401/403/404** (and other 4xx) fail at once with :class:`TileFetchError` naming the URL.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import random
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from PIL import Image
+
+from earthloc import __version__
+from earthloc.atomic import write_bytes
+from earthloc.config import cache_dir as default_cache_dir
+from earthloc.errors import InputError
+from earthloc.geo.tiles import TILE_PX
+
+EOX_URL = (
+    "https://s2maps-tiles.eu/wmts?layer=s2cloudless-{year}_3857&style=default&tilematrixset=GoogleMapsCompatible"
+    "&Service=WMTS&Request=GetTile&Version=1.0.0&Format=image/jpeg&TileMatrix={z}&TileCol={x}&TileRow={y}"
+)
+EOX_YEARS = (2018, 2019, 2020, 2021)
+RETRY_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524})
+_HINTS = {
+    401: "authentication required (does the service need an API key in the URL?)",
+    403: "forbidden (EOX blocks bulk downloads: lower --rate/--concurrency, or use your own tiles)",
+    404: "not found (check the URL template, layer name and year)",
+}
+
+
+def eox_attribution(year: int) -> str:
+    """The attribution EOX requires for the s2cloudless mosaic of ``year``."""
+    return (f"Sentinel-2 cloudless - https://s2maps.eu by EOX IT Services GmbH "
+            f"(Contains modified Copernicus Sentinel data {year})")
+
+
+class TileFetchError(InputError):
+    """A tile could not be fetched: the message names the URL and the HTTP status or transport error."""
+
+
+class RateLimiter:
+    """Spaces request starts at least ``1/rate`` seconds apart (thread-safe); ``pause`` holds all for a while."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _decode(data: bytes) -> Image.Image:
+    """Fully decode tile bytes to RGB (raises on truncated/corrupt data)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        img = im.convert("RGB")
+    if img.size != (TILE_PX, TILE_PX):
+        raise ValueError(f"tile is {img.size[0]}x{img.size[1]} px, expected {TILE_PX}x{TILE_PX}")
+    return img
+
+
+class WmtsSource:
+    """A :class:`~earthloc.sources.base.TileSource` over a WMTS/XYZ URL template.
+
+    ``stats`` counts ``requests`` (HTTP attempts, retries included), ``downloads`` (tiles fetched),
+    ``cache_hits`` and ``retries``.
+    """
+
+    def __init__(
+        self,
+        url_template: str = EOX_URL,
+        years: tuple[int, ...] | list[int] | None = None,
+        cache_dir: str | Path | None = None,
+        concurrency: int = 8,
+        rate_per_host: float | None = 16.0,
+        retries: int = 8,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        max_retry_after_s: float = 600.0,
+        timeout_s: float = 30.0,
+        attribution: str | None = None,
+    ):
+        for key in ("{z}", "{x}", "{y}"):
+            if key not in url_template:
+                raise InputError(url_template, f"URL template lacks {key} (needs {{z}} {{x}} {{y}}, optional {{year}})")
+        try:
+            url_template.format(z=0, x=0, y=0, year=2000)
+        except (KeyError, IndexError, ValueError) as err:
+            raise InputError(url_template, f"bad URL template ({err}); allowed fields: z, x, y, year") from err
+        if years is None:
+            if "s2cloudless" not in url_template:
+                raise InputError(url_template, "give the years this template serves")
+            years = EOX_YEARS
+        self.url_template = url_template
+        self._years = tuple(sorted({int(y) for y in years}))
+        is_eox = "s2cloudless" in url_template
+        self.attribution = attribution or ("; ".join(eox_attribution(y) for y in self._years) if is_eox else "")
+        key = hashlib.sha256(url_template.encode()).hexdigest()[:12]
+        host = urlsplit(url_template).hostname or "local"
+        self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir() / "tiles"
+        self.cache_root = self.cache_root / f"{host}-{key}"
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self.max_retry_after_s = max_retry_after_s
+        self._client = httpx.Client(
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            headers={"User-Agent": f"earthloc/{__version__} (EarthLoc database builder)"},
+            follow_redirects=True,
+        )
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self._limiters: dict[str, RateLimiter] = {}
+        self._rate = rate_per_host
+        self._guard = threading.Lock()
+        self._inflight: dict[tuple, list] = {}
+        self.stats = {"requests": 0, "downloads": 0, "cache_hits": 0, "retries": 0}
+
+    # --- TileSource --------------------------------------------------------------------------
+    @property
+    def years(self) -> tuple[int, ...]:
+        return self._years
+
+    def url(self, z: int, x: int, y: int, year: int) -> str:
+        return self.url_template.format(z=z, x=x, y=y, year=year)
+
+    def cache_path(self, z: int, x: int, y: int, year: int) -> Path:
+        return self.cache_root / str(year) / str(z) / str(x) / f"{y}.tile"
+
+    def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        if year not in self._years:
+            raise InputError(f"year {year}", f"not served by {self.url_template} (years {list(self._years)})")
+        path = self.cache_path(z, x, y, year)
+        img = self._from_cache(path)
+        if img is not None:
+            return img
+        key = (z, x, y, year)
+        with self._guard:  # single flight: one download per tile, others wait for it
+            entry = self._inflight.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                img = self._from_cache(path)
+                if img is None:
+                    data, img = self._download(self.url(z, x, y, year))
+                    write_bytes(path, data)
+            return img
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._inflight.pop(key, None)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "WmtsSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- internals ---------------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        with self._guard:
+            self.stats[name] += 1
+
+    def _from_cache(self, path: Path) -> Image.Image | None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            img = _decode(data)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # cannot happen with atomic writes, but never trust a bad cache file
+            return None
+        self._count("cache_hits")
+        return img
+
+    def _limiter(self, url: str) -> RateLimiter:
+        host = urlsplit(url).netloc
+        with self._guard:
+            if host not in self._limiters:
+                self._limiters[host] = RateLimiter(self._rate)
+            return self._limiters[host]
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _download(self, url: str) -> tuple[bytes, Image.Image]:
+        """GET ``url`` until it yields a decodable 256-px image; raise TileFetchError otherwise."""
+        limiter = self._limiter(url)
+        last = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._count("retries")
+            limiter.acquire()
+            wait = None
+            try:
+                with self._slots:
+                    self._count("requests")
+                    resp = self._client.get(url)
+                    data = resp.content  # reads the whole body; a short body raises here
+            except (httpx.TimeoutException, httpx.TransportError) as err:
+                last = f"{type(err).__name__}: {err}"
+            else:
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        img = _decode(data)
+                    except (OSError, ValueError) as err:
+                        last = f"HTTP 200 with an undecodable body of {len(data)} bytes ({err})"
+                    else:
+                        self._count("downloads")
+                        return data, img
+                elif status == 429:
+                    wait = _retry_after_s(resp.headers.get("Retry-After"))
+                    last = f"HTTP 429 Too Many Requests (Retry-After: {resp.headers.get('Retry-After')})"
+                    if wait is not None:
+                        if wait > self.max_retry_after_s:
+                            raise TileFetchError(url, f"{last}: asks to wait {wait:.0f} s, more than "
+                                                      f"{self.max_retry_after_s:.0f} s; try again later")
+                        limiter.pause(wait)  # every thread talking to this host waits too
+                elif status in RETRY_STATUS or status >= 500:
+                    last = f"HTTP {status}"
+                else:
+                    hint = _HINTS.get(status, resp.reason_phrase or "client error")
+                    raise TileFetchError(url, f"HTTP {status}: {hint}")
+            if attempt < self.retries and wait is None:  # after a 429 the paused limiter does the waiting
+                time.sleep(self._backoff(attempt))
+        raise TileFetchError(url, f"gave up after {self.retries + 1} attempts; last: {last}")
