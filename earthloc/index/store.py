@@ -67,7 +67,10 @@ class ModelIdentity:
     def of(cls, model) -> "ModelIdentity":
         """Identity of a model from :func:`earthloc.models.registry.load_model`."""
         size = int(getattr(model, "image_size", 0) or 0)
-        prep = getattr(model, "preprocessing", None) or f"resize {size}x{size}, RGB, ImageNet mean/std"
+        prep = getattr(model, "preprocessing", None)
+        if hasattr(prep, "as_dict"):
+            prep = json.dumps(prep.as_dict(), sort_keys=True)
+        prep = prep or f"resize {size}x{size}, RGB, ImageNet mean/std"
         return cls(
             name=str(model.name),
             checkpoint_hash=getattr(model, "checkpoint_hash", None),
@@ -79,7 +82,7 @@ class ModelIdentity:
     def check(self, model, where: object) -> None:
         """Raise :class:`InputError` if ``model`` is not the model this index was built with."""
         other = ModelIdentity.of(model)
-        for field in ("name", "checkpoint_hash", "descriptor_dim", "image_size"):
+        for field in ("name", "checkpoint_hash", "descriptor_dim", "image_size", "preprocessing"):
             mine, theirs = getattr(self, field), getattr(other, field)
             if mine != theirs:
                 raise InputError(where, f"index was built with model {self.name!r} ({field}={mine!r}), "
@@ -192,6 +195,19 @@ class Index:
         train = flat if len(flat) <= 65536 else flat[np.random.default_rng(0).choice(len(flat), 65536, replace=False)]
         index = _new_faiss(flat.shape[1], precision, train)
         index.add(flat)
+        return cls.from_faiss(index, manifest, identity, rotations, precision, db_dir)
+
+    @classmethod
+    def from_faiss(cls, index: faiss.Index, manifest: pd.DataFrame, identity: ModelIdentity, rotations: str = "query",
+                   precision: str = "fp32", db_dir: Path | None = None) -> "Index":
+        """Wrap a filled FAISS flat-codes index whose vectors follow ``manifest`` rows, which must already
+        be in geo-cell order (:func:`geo_order`); used to build very large indexes chunk by chunk."""
+        db_rotations = (0,) if rotations == "query" else ROTATIONS
+        order = geo_order(manifest["centre_lat"].to_numpy(), manifest["centre_lon"].to_numpy())
+        if not np.array_equal(order, np.arange(len(manifest))):
+            raise InputError("manifest", "rows are not in geo-cell order (sort with geo_order first)")
+        if index.ntotal != len(manifest) * len(db_rotations):
+            raise InputError("index", f"{index.ntotal} vectors for {len(manifest)} rows x {len(db_rotations)} rotations")
         meta = {
             "format_version": FORMAT_VERSION,
             "model": asdict(identity),

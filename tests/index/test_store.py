@@ -36,7 +36,7 @@ def unit(rng, *shape) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-IDENT = ModelIdentity("toy", None, DIM, 32, "none")
+IDENT = ModelIdentity("toy", None, DIM, 32, "resize 32x32, RGB, ImageNet mean/std")
 
 
 def brute_force(index: Index, q: np.ndarray, qrot, mask: np.ndarray | None, k: int):

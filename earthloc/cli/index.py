@@ -1,0 +1,57 @@
+"""``earthloc index ...``: build an index folder from a DB folder, show what an index holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+index_app = typer.Typer(help="Build and inspect FAISS indexes of DB descriptors.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def build(
+    db: Path = typer.Option(..., "--db", help="DB folder (official layout + manifest.parquet)."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write."),
+    model: str = typer.Option("lite0-gem", "--model", help="Descriptor model name (`earthloc model list`)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model."),
+    rotations: str = typer.Option("query", "--rotations",
+                                  help="'query': 1x index, photos encoded at 0/90/180/270 (default); "
+                                       "'db': official 4x rotated index, photos encoded once."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), fp16 (half the bytes) or pq (d/8 bytes)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+) -> None:
+    """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
+    from earthloc.index.store import PRECISIONS, Index
+    from earthloc.errors import InputError
+    from earthloc.models.registry import load_model
+
+    if rotations not in ("query", "db"):
+        raise InputError("--rotations", f"must be 'query' or 'db', got {rotations!r}")
+    if precision not in PRECISIONS:
+        raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not db.is_dir():
+        raise InputError(db, "DB folder not found")
+    index = Index.build(db, load_model(model, checkpoint), out, rotations=rotations, precision=precision,
+                        batch_size=batch_size)
+    typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
+               f"rotations={index.rotations}) with {index.model_name} -> {out}")
+
+
+@index_app.command("info")
+def info(path: Path = typer.Argument(..., help="Index folder.")) -> None:
+    """Print an index folder's metadata (model identity, rotations, precision, size) as JSON."""
+    from earthloc.index.store import Index
+
+    index = Index.open(path)
+    meta = dict(index.meta)
+    meta["vectors"] = int(index.faiss.ntotal)
+    meta["bytes_per_image"] = round(index.nbytes() / max(1, len(index)), 1)
+    meta["zooms"] = sorted(int(z) for z in index.manifest["tile"].str[:2].astype(int).unique())
+    meta["years"] = sorted(int(y) for y in index.manifest["year"].unique())
+    typer.echo(json.dumps(meta, indent=2))

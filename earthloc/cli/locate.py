@@ -1,0 +1,137 @@
+"""``earthloc locate``: rank DB tiles for one photo or a batch (folder / CSV), write GIS outputs.
+
+Exit codes: 0 every photo localized, 1 some photos failed (their rows carry the error), 2 bad input
+(missing index, bad option, unreadable CSV...: one ``error:`` line, nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from earthloc.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("locate")(locate)
+
+
+def _parse_nadir(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("--nadir", f"expected LAT,LON in degrees, got {text!r}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise InputError("--nadir", f"{lat},{lon} is not a valid LAT,LON")
+    return lat, lon
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("--time", f"expected an ISO 8601 UTC time like 2017-03-01T12:30:00Z, got {text!r}") from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def collect_photos(sources: list[Path], metadata: Path | None = None, images: Path | None = None) -> list:
+    """Photos from image files, folders (scanned recursively) and CSVs; ``metadata`` (a CSV) fills in
+    nadir/time/altitude/ground truth by MRF (= file stem) for photos that lack them."""
+    from dataclasses import replace
+
+    from earthloc.photos import load_photos, photo_from_file
+
+    photos = []
+    for src in sources:
+        if src.is_dir():
+            photos += load_photos(src)
+        elif src.suffix.lower() == ".csv":
+            photos += [p for p in load_photos(src, images)]
+        elif src.is_file():
+            photos.append(photo_from_file(src))
+        else:
+            raise InputError(src, "no such photo, folder or CSV")
+    if metadata is not None:
+        meta = {p.mrf: p for p in load_photos(metadata, images)}
+        if not sources:
+            photos = list(meta.values())
+        else:
+            photos = [_fill(p, meta.get(p.mrf), replace) for p in photos]
+    if not photos:
+        raise InputError("PHOTOS", "no photos given (pass image files, folders or a CSV, or --metadata CSV)")
+    return photos
+
+
+def _fill(photo, known, replace):
+    if known is None:
+        return photo
+    fields = {f: getattr(known, f) for f in ("time", "nadir", "altitude_km", "centre", "footprint")
+              if getattr(photo, f) is None and getattr(known, f) is not None}
+    extra = {**known.extra, **photo.extra}
+    return replace(photo, extra=extra, **fields)
+
+
+def locate(
+    photos: list[Path] = typer.Argument(None, help="Photos: image files, folders of images, or CSVs of photos."),
+    index: Path = typer.Option(..., "--index", help="Index folder (`earthloc index build`)."),
+    nadir: str = typer.Option(None, "--nadir", help="ISS nadir LAT,LON (degrees) for every photo given."),
+    time: str = typer.Option(None, "--time", help="UTC exposure time (ISO 8601): ISS position from the TLE history."),
+    altitude: float = typer.Option(None, "--altitude", help="ISS altitude in km (default: from TLE or ~415 km)."),
+    metadata: Path = typer.Option(None, "--metadata", help="CSV with nadir/time per photo (matched by MRF = file stem)."),
+    images: Path = typer.Option(None, "--images", help="Folder of <MRF>.jpg for photos listed in a CSV."),
+    top: int = typer.Option(10, "--top", min=1, help="Candidates per photo."),
+    fmt: str = typer.Option(None, "--format", help="json, jsonl, geojson, csv or kml (default: from --out, else json)."),
+    out: Path = typer.Option(None, "--out", help="Output file (default: print to stdout)."),
+    html_map: Path = typer.Option(None, "--map", help="Also write an HTML map (Leaflet) of footprints and nadirs."),
+    progress_file: Path = typer.Option(None, "--progress",
+                                       help="Resumable progress file (JSON lines; default <out>.progress.jsonl with --out)."),
+    search_all: bool = typer.Option(False, "--global", help="Photos without nadir/time: search the whole index."),
+    max_off_nadir: float = typer.Option(None, "--max-off-nadir",
+                                        help="Search only what a camera sees up to this many degrees off nadir."),
+    model: str = typer.Option(None, "--model", help="Model name (default: the index's model)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model."),
+) -> int:
+    """Rank DB tiles (tile, year, rotation, score, footprint) for each photo, searching only the DB
+    images visible from the ISS. Exit code 0: all photos localized; 1: some failed; 2: bad input."""
+    from earthloc import outputs
+    from earthloc.index.store import Index
+    from earthloc.locate import Locator, run_batch
+    from earthloc.models.registry import load_model
+
+    fmt = fmt or (outputs.format_of(out) if out else "json")
+    if fmt not in outputs.FORMATS or fmt == "html":
+        raise InputError("--format", f"must be one of json, jsonl, geojson, csv, kml; got {fmt!r}")
+    fixed = {}
+    if nadir:
+        fixed["nadir"] = _parse_nadir(nadir)
+    if time:
+        fixed["time"] = _parse_time(time)
+    if altitude is not None:
+        fixed["altitude_km"] = altitude
+    items = collect_photos(list(photos or []), metadata, images)
+    if fixed:
+        from dataclasses import replace
+
+        items = [replace(p, **fixed, extra={**p.extra, "time_precision": "exact"} if time else p.extra)
+                 for p in items]
+    ix = Index.open(index)
+    locator = Locator(ix, load_model(model or ix.model_name, checkpoint), max_off_nadir_deg=max_off_nadir,
+                      require_area=not search_all)
+    if progress_file is None and out is not None:
+        progress_file = out.with_name(out.name + ".progress.jsonl")
+    results = run_batch(locator, items, progress_file, top_k=top, progress=len(items) > 1)
+    if out is None:
+        sys.stdout.write(outputs.render(results, fmt))
+    else:
+        outputs.write(results, out, fmt)
+    if html_map is not None:
+        outputs.write_html_map(results, html_map)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        typer.echo(f"failed: {r.photo.mrf}: {r.error}", err=True)
+    if out is not None:
+        typer.echo(f"{len(results) - len(failed)}/{len(results)} photos localized -> {out}", err=True)
+    return 1 if failed else 0

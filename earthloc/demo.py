@@ -1,0 +1,190 @@
+"""The offline end-to-end demo on ``../shared/data/iss_mini`` (``make demo`` = ``earthloc demo``).
+
+1. DB: every 4x4 place (stride 2) that a context image covers at its own zoom, cut from the 190
+   georeferenced Sentinel-2 cloudless 2018 contexts (:class:`earthloc.sources.mosaic.MosaicSource`),
+   1024-px JPEGs in the official layout. Own zoom only: no place is upsampled from a coarser context.
+2. Index: the offline model ``lite0-gem`` (ImageNet EfficientNet-Lite0 + GeM, no training), 1x index,
+   photos encoded at 0/90/180/270 degrees.
+3. Locate the real ISS photos of ``queries.csv`` with their NASA nadir: only DB images whose centre
+   lies in the photo's visible disk are searched.
+4. Print a table (photo, true centre, best candidate, distance, hit) with the chance level, write
+   JSON lines / GeoJSON / CSV / KML and an HTML map.
+
+Every step resumes: the DB build skips finished images, the index build reuses finished chunks and a
+finished index, localization skips the photos already in ``localizations.jsonl``.
+A hit means the NASA centre point lies inside the best candidate's footprint (a Web-Mercator tile
+block, i.e. a latitude/longitude box).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from earthloc import outputs
+from earthloc.config import data_dir
+from earthloc.errors import InputError
+from earthloc.geo.footprint import haversine_km
+from earthloc.geo.tiles import TileBlock
+from earthloc.records import Localization
+
+MODEL = "lite0-gem"
+YEAR = 2018  # the iss_mini contexts are s2cloudless-2018
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """One row of the demo table."""
+
+    mrf: str
+    true_centre: tuple[float, float] | None
+    best: str | None  # tile name of the best candidate
+    rotation_deg: int | None
+    distance_km: float | None  # true centre to the best candidate's centre
+    hit: bool
+    first_hit_rank: int | None  # rank (1-based) of the first candidate containing the true centre
+    searched: int  # DB images in the visible disk
+    positives: int  # of those, how many contain the true centre
+    error: str | None
+
+    @property
+    def chance(self) -> float:
+        """Probability that a uniformly random pick among the searched DB images is a hit."""
+        return self.positives / self.searched if self.searched else 0.0
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    rows: tuple[PhotoResult, ...]
+    n_db: int
+    out_dir: Path
+
+    @property
+    def ok(self) -> list[PhotoResult]:
+        return [r for r in self.rows if r.error is None]
+
+    def hits_at(self, k: int) -> int:
+        return sum(1 for r in self.ok if r.first_hit_rank is not None and r.first_hit_rank <= k)
+
+
+def demo_places(source, mosaics: Sequence | None = None) -> list[TileBlock]:
+    """4x4 places (stride 2) fully inside some context at that context's own zoom."""
+    from earthloc.db.grid import places_covered
+    from earthloc.sources.mosaic import MosaicSource
+
+    found: set[TileBlock] = set()
+    for m in mosaics if mosaics is not None else source.mosaics:
+        found |= set(places_covered(MosaicSource([m]), zooms=[m.zoom], years=[m.year]))
+    return sorted(found)
+
+
+def _in_box(lat: float, lon: float, tiles: Sequence[str]) -> np.ndarray:
+    """Whether (lat, lon) lies in each named 4x4 tile block (a lat/lon box: exact for tile blocks)."""
+    out = np.zeros(len(tiles), dtype=bool)
+    for i, name in enumerate(tiles):
+        w, s, e, n = TileBlock.from_name(name).bounds
+        out[i] = s <= lat <= n and w <= lon <= e
+    return out
+
+
+def build_or_open_index(db_dir: Path, index_dir: Path, model, progress: bool = True):
+    """The demo index: reused when it matches the model and the DB, else (re)built. Returns (index, rebuilt)."""
+    from earthloc.index.store import Index
+
+    if (index_dir / "index.json").is_file():
+        try:
+            return Index.open(index_dir, model=model, db_dir=db_dir), False
+        except InputError:
+            pass  # stale: rebuild below
+    return Index.build(db_dir, model, index_dir, rotations="query", precision="fp32", progress=progress), True
+
+
+def score(loc: Localization, locator) -> PhotoResult:
+    """Table row of one localization against its ground-truth centre."""
+    p = loc.photo
+    if loc.error or not p.centre:
+        return PhotoResult(p.mrf, p.centre, None, None, None, False, None, 0, 0, loc.error or "no true centre")
+    lat, lon = p.centre
+    hits = _in_box(lat, lon, [c.tile.name for c in loc.candidates])
+    mask = locator.visible_mask(p)
+    tiles = locator.index.manifest["tile"].to_numpy()
+    searched = tiles[mask] if mask is not None else tiles
+    best = loc.candidates[0] if loc.candidates else None
+    dist = float(haversine_km(lat, lon, *best.tile.centre)) if best else None
+    first = int(np.argmax(hits)) + 1 if hits.any() else None
+    return PhotoResult(p.mrf, p.centre, best.tile.name if best else None, best.rotation_deg if best else None,
+                       dist, bool(hits[0]) if len(hits) else False, first, len(searched),
+                       int(_in_box(lat, lon, list(searched)).sum()), None)
+
+
+def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs: Sequence[str] | None = None,
+             top_k: int = 10, workers: int = 2, progress: bool = True) -> DemoReport:
+    """Run the whole demo (resumable). ``mrfs``: only these photos, and only the contexts of their
+    retrieval candidates in the DB (a reduced demo, for tests)."""
+    from earthloc.db.build import build_db
+    from earthloc.locate import Locator, run_batch
+    from earthloc.models.registry import load_model
+    from earthloc.photos import load_photos
+    from earthloc.sources.mosaic import MosaicSource
+
+    root = (shared or data_dir()) / "iss_mini"
+    if not (root / "queries.csv").is_file():
+        raise InputError(root, "iss_mini not found (set EARTHLOC_SHARED to the folder holding data/iss_mini)")
+    out_dir = Path(out_dir)
+    source = MosaicSource.from_iss_mini(root)
+    photos = load_photos(root / "queries.csv", root / "queries")
+    mosaics = None
+    if mrfs is not None:
+        photos = [p for p in photos if p.mrf in set(mrfs)]
+        cands = pd.read_csv(root / "candidates.csv")
+        files = set(cands[cands.mrf.isin(list(mrfs))].context_file.dropna())
+        mosaics = [m for m in source.mosaics if f"contexts/{m.path.name}" in files]
+    places = demo_places(source, mosaics)
+    say = print if progress else (lambda *a, **k: None)
+    say(f"[1/4] DB: {len(places)} places x {YEAR} from {len(mosaics or source.mosaics)} context images -> {out_dir / 'db'}")
+    build_db(source, places, [YEAR], out_dir / "db", workers=workers, progress=progress)
+    say(f"[2/4] index: {MODEL}, 1x, photos at 0/90/180/270 deg -> {out_dir / 'index'}")
+    model = load_model(MODEL)
+    index, rebuilt = build_or_open_index(out_dir / "db", out_dir / "index", model, progress)
+    progress_file = out_dir / "localizations.jsonl"
+    if rebuilt:
+        progress_file.unlink(missing_ok=True)  # results of another index are stale
+    say(f"[3/4] locating {len(photos)} ISS photos (visible disk from the NASA nadir)")
+    locator = Locator(index, model)
+    locs = run_batch(locator, photos, progress_file, top_k=top_k, progress=progress)
+    say(f"[4/4] outputs -> {out_dir}")
+    for name in ("localizations.geojson", "localizations.csv", "localizations.kml", "map.html"):
+        outputs.write(locs, out_dir / name)
+    return DemoReport(tuple(score(loc, locator) for loc in locs), len(index), out_dir)
+
+
+def print_report(report: DemoReport) -> None:
+    """The demo table and summary, on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"earthloc demo: {len(report.rows)} ISS photos vs {report.n_db} DB images ({MODEL}, zero-shot)")
+    for col in ("photo", "true centre", "best candidate", "rot", "distance km", "hit", "first hit", "searched", "chance"):
+        t.add_column(col, justify="left" if col in ("photo", "best candidate") else "right")
+    for r in report.rows:
+        if r.error:
+            t.add_row(r.mrf, "", f"error: {r.error}", "", "", "", "", "", "")
+            continue
+        t.add_row(r.mrf, f"{r.true_centre[0]:.2f}, {r.true_centre[1]:.2f}", r.best or "-", str(r.rotation_deg),
+                  f"{r.distance_km:.0f}", "yes" if r.hit else "no", str(r.first_hit_rank or "-"), str(r.searched),
+                  f"{100 * r.chance:.1f}%")
+    console = Console(width=140)
+    console.print(t)
+    ok = report.ok
+    n = len(ok)
+    chance = sum(r.chance for r in ok)
+    dists = [r.distance_km for r in ok if r.distance_km is not None]
+    console.print(f"hits (true centre in best candidate): {report.hits_at(1)}/{n}; in top 5: {report.hits_at(5)}/{n}; "
+                  f"in top 10: {report.hits_at(10)}/{n}; a random pick inside the visible disk would hit "
+                  f"{chance:.1f}/{n} on average; median distance {np.median(dists) if dists else float('nan'):.0f} km; "
+                  f"failed photos: {len(report.rows) - n}")
+    console.print(f"map: {report.out_dir / 'map.html'} (GeoJSON/KML/CSV beside it)")
