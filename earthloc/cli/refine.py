@@ -1,0 +1,130 @@
+"""``earthloc refine ...``: footprint refinement runs on iss_mini, calibration and the results report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from earthloc.errors import InputError
+
+refine_app = typer.Typer(help="Refine candidates into footprints (local features + homography): run, calibrate, report.",
+                         no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(refine_app, name="refine")
+
+
+def _iss_mini(data: Path | None) -> Path:
+    from earthloc.config import data_dir
+
+    root = Path(data) if data else data_dir() / "iss_mini"
+    if not (root / "candidates.csv").is_file():
+        raise InputError(root, "not an iss_mini folder (no candidates.csv)")
+    return root
+
+
+def _threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+@refine_app.command("run")
+def run_cmd(
+    out: Path = typer.Option(..., "--out", help="Run file (JSON lines, one per photo; an existing file is resumed)."),
+    matcher: str = typer.Option("xfeat-lg", "--matcher", help="xfeat-lg, disk-lg, aliked-lg, sift or orb."),
+    data: Path = typer.Option(None, "--data", help="iss_mini folder (default: $EARTHLOC_SHARED/data/iss_mini)."),
+    iterations: int = typer.Option(4, "--iterations", min=1, max=10, help="Homography iterations per candidate."),
+    photos: str = typer.Option(None, "--photos", help="Comma-separated MRFs (default: every photo with candidates)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Only the first N photos (by MRF)."),
+    threads: int = typer.Option(2, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Refine every candidate of the iss_mini photos (worldwide EarthLoc lists) and store the outcome."""
+    from rich.progress import track
+
+    from earthloc.refine.context import IssMiniContexts
+    from earthloc.refine.evaluate import run
+    from earthloc.refine.iss_mini import load_iss_mini
+    from earthloc.refine.matchers import load_matcher
+
+    _threads(threads)
+    root = _iss_mini(data)
+    locs = load_iss_mini(root)
+    if photos:
+        wanted = set(photos.split(","))
+        missing = wanted - {l.photo.mrf for l in locs}
+        if missing:
+            raise InputError("--photos", f"not in iss_mini: {', '.join(sorted(missing))}")
+        locs = [l for l in locs if l.photo.mrf in wanted]
+    locs = locs[:limit] if limit else locs
+    m = load_matcher(matcher)
+    recs = run(locs, IssMiniContexts(root), m, out, iterations=iterations,
+               progress=lambda xs: track(xs, description=f"refine {matcher}"))
+    typer.echo(f"{len(recs)} photos in {out}", err=True)
+
+
+def _outcomes(runs: list[Path], data: Path | None):
+    from earthloc.refine.evaluate import outcomes, read_run
+    from earthloc.refine.iss_mini import load_iss_mini
+
+    locs = load_iss_mini(_iss_mini(data))
+    res = {}
+    for path in runs:
+        if not path.is_file():
+            raise InputError(path, "no such run file (make one with `earthloc refine run`)")
+        recs = read_run(path)
+        if not recs:
+            raise InputError(path, "empty run file")
+        res[path] = (recs[0]["matcher"], outcomes(recs, locs, nadir_filter))
+    return res
+
+
+def nadir_filter(loc) -> list[bool]:
+    """Per candidate: is its centre inside the disk visible from the ISS at the photo's nadir?"""
+    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
+
+    if loc.photo.nadir is None:
+        return [True] * len(loc.candidates)
+    lats = [c.tile.centre[0] for c in loc.candidates]
+    lons = [c.tile.centre[1] for c in loc.candidates]
+    return [bool(v) for v in in_visible_disk(loc.photo.nadir, loc.photo.altitude_km or DEFAULT_ISS_ALTITUDE_KM,
+                                             lats, lons)]
+
+
+@refine_app.command("calibrate")
+def calibrate_cmd(
+    run_file: Path = typer.Argument(..., help="Run file from `earthloc refine run`."),
+    precision: float = typer.Option(0.99, "--precision", min=0.5, max=0.9999, help="Target precision of the threshold."),
+    data: Path = typer.Option(None, "--data", help="iss_mini folder (default: $EARTHLOC_SHARED/data/iss_mini)."),
+    out: Path = typer.Option(None, "--out", help="Calibration JSON (default: the one shipped in earthloc/refine/)."),
+) -> None:
+    """Fit P(correct | inliers) (logistic) on a run and store the inlier threshold at PRECISION."""
+    from earthloc.refine.calibration import save_calibration
+    from earthloc.refine.evaluate import calibrate
+
+    matcher, outs = _outcomes([run_file], data)[run_file]
+    cal = calibrate(outs, matcher, precision, data=f"iss_mini run {run_file.name}: {len(outs)} photos")
+    path = save_calibration(cal, out)
+    typer.echo(f"{matcher}: P = sigmoid({cal.intercept:.3f} + {cal.coef:.4f} * inliers); "
+               f">= {cal.threshold_inliers} inliers for {precision:.2%} -> {path}", err=True)
+
+
+@refine_app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run files from `earthloc refine run` (one per matcher)."),
+    out: Path = typer.Option(None, "--out", help="Markdown report (default: print)."),
+    precision: float = typer.Option(0.99, "--precision", help="Precision for the cross-validated confidence threshold."),
+    data: Path = typer.Option(None, "--data", help="iss_mini folder (default: $EARTHLOC_SHARED/data/iss_mini)."),
+) -> None:
+    """Recall before/after re-ranking, footprint accuracy and timing, one row per run (markdown)."""
+    from earthloc.atomic import write_text
+    from earthloc.refine.report import render
+
+    text = render(_outcomes(list(runs), data), precision)
+    if out is None:
+        typer.echo(text)
+    else:
+        write_text(out, text)
+        typer.echo(f"report -> {out}", err=True)

@@ -1,0 +1,96 @@
+"""Confidence calibration: a logistic fit of P(correct | inliers), thresholded at a chosen precision.
+
+A refinement is *correct* when the photo's true centre lies inside its footprint enlarged 3x about
+its centroid (EarthMatch's rule). The fitted curve turns inliers into a confidence in [0, 1]; the
+threshold is the smallest inlier count whose fitted probability reaches ``precision``. One entry
+per matcher lives in ``earthloc/refine/calibration.json`` (shipped with the package), written by
+``earthloc refine calibrate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from earthloc.atomic import write_text
+from earthloc.errors import InputError
+
+CALIBRATION_PATH = Path(__file__).with_name("calibration.json")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``P(correct) = 1 / (1 + exp(-(intercept + coef * inliers)))``; confident when inliers >= ``threshold_inliers``."""
+
+    matcher: str
+    intercept: float
+    coef: float
+    precision: float
+    threshold_inliers: int
+    n_samples: int
+    n_correct: int
+    n_photos: int
+    data: str = ""
+
+    def probability(self, inliers: float | np.ndarray) -> float | np.ndarray:
+        z = self.intercept + self.coef * np.asarray(inliers, dtype=np.float64)
+        p = 1.0 / (1.0 + np.exp(-z))
+        return float(p) if np.ndim(p) == 0 else p
+
+    def apply(self, ref):
+        """The refinement with ``confidence`` set (0 for a rejected one)."""
+        conf = self.probability(ref.inliers) if ref.accepted else 0.0
+        return dataclasses.replace(ref, confidence=conf)
+
+    def confident(self, inliers: int) -> bool:
+        return inliers >= self.threshold_inliers
+
+
+def fit_calibration(inliers: np.ndarray, correct: np.ndarray, matcher: str, precision: float = 0.99,
+                    n_photos: int = 0, data: str = "") -> Calibration:
+    """Fit the logistic curve on per-candidate ``inliers`` (N,) and ``correct`` (N,) bool labels.
+
+    Uses scikit-learn's L2-regularised logistic regression (C=1), which stays finite when the classes
+    separate perfectly, as they nearly do here.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(inliers, np.float64).reshape(-1, 1)
+    y = np.asarray(correct, bool)
+    if y.all() or not y.any():
+        raise InputError("calibration data", f"needs both correct and wrong refinements ({y.sum()} of {len(y)} correct)")
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    b0, b1 = float(lr.intercept_[0]), float(lr.coef_[0, 0])
+    if b1 <= 0:
+        raise InputError("calibration data", "more inliers do not mean more correct refinements here; cannot calibrate")
+    logit = math.log(precision / (1 - precision))
+    thr = max(0, math.ceil((logit - b0) / b1))
+    return Calibration(matcher, b0, b1, precision, thr, len(y), int(y.sum()), n_photos, data)
+
+
+def load_calibration(matcher: str, path: Path | None = None) -> Calibration | None:
+    """The stored calibration for ``matcher``, or ``None`` when that matcher was never calibrated."""
+    path = Path(path or CALIBRATION_PATH)
+    if not path.is_file():
+        return None
+    try:
+        table = json.loads(path.read_text())
+        entry = table.get("matchers", {}).get(matcher)
+        return None if entry is None else Calibration(**entry)
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"not a valid calibration file ({err})") from None
+
+
+def save_calibration(cal: Calibration, path: Path | None = None) -> Path:
+    """Add or replace ``cal.matcher``'s entry in the JSON file (atomic write)."""
+    path = Path(path or CALIBRATION_PATH)
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table.setdefault("matchers", {})[cal.matcher] = dataclasses.asdict(cal)
+    table["rule"] = "correct = true centre inside the refined footprint enlarged 3x (EarthMatch)"
+    write_text(path, json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return path
