@@ -255,3 +255,35 @@ def _covers_block(source, block: TileBlock, year: int) -> bool:
     if hasattr(source, "covers_block") and source.covers_block(block, year):
         return True
     return all(source.covers(t.z, t.x, t.y, year) for t in block.tiles())
+
+
+def select_places(
+    source,
+    region: Region | None = None,
+    zooms: Sequence[int] | None = None,
+    years: Sequence[int] | None = None,
+    max_abs_lat: float = 60.0,
+    land_only: bool = True,
+    min_land: float = MIN_LAND,
+) -> list[TileBlock]:
+    """What ``earthloc db build`` builds.
+
+    - A source with a finite footprint (mosaics, rasters, an official folder): the places it fully covers
+      (:func:`places_covered`; ``zooms=None`` = its native zooms), cut to ``region`` when one is given.
+      No land or latitude filter: the imagery decides.
+    - An unbounded source (WMTS): the grid :func:`places` in ``region`` (required) at ``zooms``
+      (default 9, 10, 11), ``|lat| <= max_abs_lat``, land only unless ``land_only=False``.
+    """
+    if hasattr(source, "coverage"):
+        found = places_covered(source, zooms, years)
+        if region is None or region.kind == "world":
+            return found
+        keep = []
+        for z in sorted({b.zoom for b in found}):
+            blocks = [b for b in found if b.zoom == z]
+            mask = region.keep(z, np.array([b.row for b in blocks]), np.array([b.col for b in blocks]))
+            keep += [b for b, k in zip(blocks, mask) if k]
+        return keep
+    if region is None:
+        raise InputError("--region", "required for a tile service: world, bbox:W,S,E,N, circle:LAT,LON,KM or an area")
+    return places(zooms or DEFAULT_ZOOMS, region, max_abs_lat, land_only, min_land)

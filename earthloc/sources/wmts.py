@@ -50,10 +50,10 @@ _HINTS = {
 }
 
 
-def eox_attribution(year: int) -> str:
-    """The attribution EOX requires for the s2cloudless mosaic of ``year``."""
+def eox_attribution(*years: int) -> str:
+    """The attribution EOX requires for the s2cloudless mosaics of ``years``."""
     return (f"Sentinel-2 cloudless - https://s2maps.eu by EOX IT Services GmbH "
-            f"(Contains modified Copernicus Sentinel data {year})")
+            f"(Contains modified Copernicus Sentinel data {', '.join(str(y) for y in sorted(years))})")
 
 
 class TileFetchError(InputError):
@@ -140,7 +140,7 @@ class WmtsSource:
         self.url_template = url_template
         self._years = tuple(sorted({int(y) for y in years}))
         is_eox = "s2cloudless" in url_template
-        self.attribution = attribution or ("; ".join(eox_attribution(y) for y in self._years) if is_eox else "")
+        self.attribution = attribution or (eox_attribution(*self._years) if is_eox else "")
         key = hashlib.sha256(url_template.encode()).hexdigest()[:12]
         host = urlsplit(url_template).hostname or "local"
         self.cache_root = Path(cache_dir) if cache_dir else default_cache_dir() / "tiles"

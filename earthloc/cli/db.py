@@ -1,0 +1,144 @@
+"""``earthloc db ...``: build, verify and plan EarthLoc databases (thin over earthloc.db / earthloc.sources)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+db_app = typer.Typer(help="Build, verify and plan EarthLoc databases (official layout + manifest.parquet).",
+                     no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+
+
+def _ints(text: str | None, what: str) -> list[int] | None:
+    from earthloc.errors import InputError
+
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise InputError(what, f"expected comma-separated integers, got {text!r}") from err
+
+
+def _read_places(path: Path) -> list:
+    from earthloc.errors import InputError
+    from earthloc.geo.tiles import TileBlock
+
+    if not path.is_file():
+        raise InputError(path, "places file not found")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return [TileBlock.from_name(n) for n in names]
+
+
+@db_app.command("build")
+def build(
+    source: str = typer.Option(..., "--source", help="eox | wmts:URL | raster:YEAR=PATH,... | iss-mini[:DIR] | "
+                                                     "official:DIR (URL takes {z} {x} {y} {year})."),
+    out: Path = typer.Option(..., "--out", help="DB folder to write (resumes if it exists)."),
+    region: str = typer.Option(None, "--region", help="world | bbox:W,S,E,N | circle:LAT,LON,KM | alps|texas|"
+                                                      "toshka|amazon|napa|gobi[:KM]. Default for local sources: "
+                                                      "all they cover."),
+    zooms: str = typer.Option(None, "--zooms", help="Comma-separated zooms [default 9,10,11 for tile services; "
+                                                    "the source's own zooms for local sources]."),
+    years: str = typer.Option(None, "--years", help="Comma-separated years [default: all the source serves]."),
+    places_file: Path = typer.Option(None, "--places", help="Text file of place names ZZ_RRRR_CCCC, one per "
+                                                            "line (instead of --region)."),
+    land: bool = typer.Option(True, "--land/--no-land", help="Keep land places only (grid of tile services)."),
+    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", help="Latitude limit of the grid, degrees."),
+    workers: int = typer.Option(8, "--workers", help="Images composed in parallel."),
+    concurrency: int = typer.Option(8, "--concurrency", help="HTTP requests in flight at most."),
+    rate: float = typer.Option(16.0, "--rate", help="Requests per second per host at most (0 = no limit)."),
+    tile_cache: Path = typer.Option(None, "--tile-cache", help="Tile cache folder [default: "
+                                                               "$EARTHLOC_CACHE/tiles]."),
+    quality: int = typer.Option(90, "--quality", help="JPEG quality of the DB images."),
+    limit: int = typer.Option(0, "--limit", help="Build only the first N places (0 = all)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only print how many places and images."),
+) -> None:
+    """Build DB images (1024-px JPEG mosaics of 4x4 tiles, official names and folders) and manifest.parquet."""
+    from earthloc.db.build import build_db
+    from earthloc.db.grid import Region, select_places
+    from earthloc.errors import InputError
+    from earthloc.sources.spec import open_source
+
+    year_list = _ints(years, "--years")
+    src = open_source(source, years=year_list, cache_dir=tile_cache, concurrency=concurrency,
+                      rate_per_host=rate or None)
+    year_list = year_list or list(src.years)
+    if places_file is not None:
+        if region is not None:
+            raise InputError("--places", "give --places or --region, not both")
+        chosen = _read_places(places_file)
+    else:
+        chosen = select_places(src, Region.parse(region) if region else None, _ints(zooms, "--zooms"), year_list,
+                               max_abs_lat=max_abs_lat, land_only=land)
+    if limit:
+        chosen = chosen[:limit]
+    zs = sorted({b.zoom for b in chosen})
+    typer.echo(f"{len(chosen)} places at zooms {zs} x {len(year_list)} years = {len(chosen) * len(year_list)} images")
+    if getattr(src, "attribution", ""):
+        typer.echo(f"imagery: {src.attribution}")
+    if dry_run:
+        return
+    if not chosen:
+        raise InputError("--region", "selects no place for this source")
+    try:
+        rep = build_db(src, chosen, year_list, out, workers=workers, quality=quality)
+    finally:
+        if hasattr(src, "close"):
+            src.close()
+    extra = ""
+    if hasattr(src, "stats"):
+        s = src.stats
+        extra = (f"; {s['requests']} HTTP requests ({s['retries']} retries), {s['downloads']} tiles downloaded, "
+                 f"{s['cache_hits']} from cache")
+    typer.echo(f"wrote {rep.written}, kept {rep.skipped} already built, {rep.images} images in {rep.seconds:.1f} s "
+               f"({rep.images_per_s:.1f} img/s){extra} -> {rep.manifest}")
+
+
+@db_app.command("verify")
+def verify(
+    db: Path = typer.Argument(..., help="DB folder (official layout, with or without manifest.parquet)."),
+    workers: int = typer.Option(4, "--workers", help="Images checked in parallel."),
+) -> None:
+    """Decode every DB image and check it against the manifest; exit 0 only when all are good (else 1)."""
+    from earthloc.db.verify import verify_db
+
+    rep = verify_db(db, workers=workers)
+    for path, problem in rep.problems[:50]:
+        typer.echo(f"BAD {path}: {problem}", err=True)
+    if len(rep.problems) > 50:
+        typer.echo(f"... and {len(rep.problems) - 50} more problems", err=True)
+    how = "decoded and checksummed" if rep.checksums else "decoded (no manifest: names only, no checksums)"
+    typer.echo(f"{rep.checked} images {how}: {len(rep.problems)} problems")
+    raise typer.Exit(0 if rep.ok else 1)
+
+
+@db_app.command("grid")
+def grid(
+    zooms: str = typer.Option("9,10,11", "--zooms", help="Comma-separated zooms."),
+    region: str = typer.Option("world", "--region", help="world | bbox:W,S,E,N | circle:LAT,LON,KM | area[:KM]."),
+    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", help="Latitude limit, degrees."),
+    min_land: float = typer.Option(None, "--min-land", help="Share of land samples a place needs "
+                                                            "[default 1/256: any land]."),
+    land: bool = typer.Option(True, "--land/--no-land", help="Apply the land mask."),
+    out: Path = typer.Option(None, "--out", help="Write the place names (ZZ_RRRR_CCCC) to this file."),
+) -> None:
+    """Count (and optionally list) the DB places of the grid; compares the world count with the official 161,496."""
+    from earthloc.atomic import write_text
+    from earthloc.db.grid import MIN_LAND, OFFICIAL_PLACES, Region, places
+
+    reg = Region.parse(region)
+    found = places(_ints(zooms, "--zooms"), reg, max_abs_lat, land, MIN_LAND if min_land is None else min_land)
+    for z in sorted({b.zoom for b in found}):
+        typer.echo(f"zoom {z}: {sum(b.zoom == z for b in found)} places")
+    line = f"total: {len(found)} places"
+    if reg.kind == "world":
+        line += f" ({len(found) / OFFICIAL_PLACES:.3f} x the official {OFFICIAL_PLACES:,})"
+    typer.echo(line)
+    if out is not None:
+        write_text(out, "".join(b.name + "\n" for b in found))

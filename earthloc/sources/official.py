@@ -1,0 +1,93 @@
+"""Tiles read back from an official-layout DB folder (read-only), indexed by the file names.
+
+Useful to re-cut, subset or re-encode an official download (``database/{year}_{zz}/.../@...@.jpg``)
+with ``earthloc db build --source official:DIR``. A tile (z, x, y) is cropped from a DB image that
+contains it (4x4 tiles from an even row/col: two candidates per axis), so any tile of any stored image
+can be served; nothing in the folder is ever written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+
+from earthloc.errors import InputError
+from earthloc.geo.tiles import TILE_PX
+
+
+class OfficialSource:
+    """A :class:`~earthloc.sources.base.TileSource` over an official-layout folder (or one built by earthloc)."""
+
+    def __init__(self, db_dir: str | Path, cache_images: int = 32):
+        from earthloc.db import manifest
+
+        self.db_dir = Path(db_dir)
+        df = manifest.load(self.db_dir)
+        if df.empty:
+            raise InputError(self.db_dir, "no official DB images found under database/")
+        self._paths = {
+            (int(r.zoom), int(r.row), int(r.col), int(r.year)): self.db_dir / r.path
+            for r in df[["zoom", "row", "col", "year", "path"]].itertuples(index=False)
+        }
+        self._years = tuple(sorted(set(int(y) for y in df.year)))
+        self._zooms = tuple(sorted(set(int(z) for z in df.zoom)))
+        self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
+        self._cache_size = cache_images
+        self._lock = threading.Lock()
+
+    @property
+    def years(self) -> tuple[int, ...]:
+        return self._years
+
+    @property
+    def native_zooms(self) -> tuple[int, ...]:
+        return self._zooms
+
+    def coverage(self, zoom: int, native_only: bool = False) -> list[tuple[int, int, int, int]]:
+        """One tile range ``(row, row+4, col, col+4)`` per stored image at ``zoom``."""
+        return sorted({(r, r + 4, c, c + 4) for (z, r, c, _y) in self._paths if z == zoom})
+
+    def _find(self, z: int, x: int, y: int, year: int) -> tuple[Path, int, int] | None:
+        """A stored image containing tile z/x/y: (path, tile offset x, tile offset y) inside it."""
+        for r in (y - y % 2, y - y % 2 - 2):
+            for c in (x - x % 2, x - x % 2 - 2):
+                p = self._paths.get((z, r, c, year))
+                if p is not None:
+                    return p, x - c, y - r
+        return None
+
+    def covers(self, z: int, x: int, y: int, year: int) -> bool:
+        return self._find(z, x, y, year) is not None
+
+    def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        found = self._find(z, x, y, year)
+        if found is None:
+            raise InputError(f"tile {z}/{x}/{y} year {year}", f"not in the DB folder {self.db_dir}")
+        path, dx, dy = found
+        img = self._image(path)
+        s = img.width / 4  # pixels per tile (1024-px official images: 256)
+        box = (dx * s, dy * s, (dx + 1) * s, (dy + 1) * s)
+        if s == TILE_PX:
+            return img.crop(tuple(int(v) for v in box))
+        return img.resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS, box=box)
+
+    def _image(self, path: Path) -> Image.Image:
+        with self._lock:
+            if path in self._cache:
+                self._cache.move_to_end(path)
+                return self._cache[path]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise InputError(path, f"cannot read DB image ({err})") from err
+        if img.width != img.height:
+            raise InputError(path, f"DB image is {img.width}x{img.height}, expected a square")
+        with self._lock:
+            self._cache[path] = img
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return img

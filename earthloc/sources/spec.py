@@ -1,0 +1,55 @@
+"""Open a tile source from a short text spec (what ``earthloc db build --source`` takes).
+
+=====================================  ========================================================
+``eox``                                EOX Sentinel-2 cloudless 2018-2021 over WMTS (attribution!)
+``wmts:URL``                           any WMTS/XYZ template with {z} {x} {y} [{year}]; needs --years
+``raster:YEAR=PATH[,YEAR=PATH...]``    one GeoTIFF/COG per year, warped to EPSG:3857
+``iss-mini[:DIR]``                     the iss_mini Sentinel-2 contexts (default: shared data)
+``official:DIR`` or an existing DIR    an official-layout DB folder, read-only
+=====================================  ========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from earthloc.errors import InputError
+
+
+def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | None = None,
+                concurrency: int = 8, rate_per_host: float | None = 16.0, retries: int = 8):
+    """Build the TileSource described by ``spec`` (see the module table); network options apply to WMTS."""
+    kind, sep, arg = spec.partition(":")
+    if spec.startswith(("http://", "https://")):
+        kind, arg = "wmts", spec
+    if kind == "eox" and not sep:
+        from earthloc.sources.wmts import EOX_URL, WmtsSource
+
+        return WmtsSource(EOX_URL, years=years, cache_dir=cache_dir, concurrency=concurrency,
+                          rate_per_host=rate_per_host, retries=retries)
+    if kind == "wmts" and arg:
+        from earthloc.sources.wmts import WmtsSource
+
+        return WmtsSource(arg, years=years, cache_dir=cache_dir, concurrency=concurrency,
+                          rate_per_host=rate_per_host, retries=retries)
+    if kind == "raster" and arg:
+        from earthloc.sources.raster import RasterSource
+
+        paths = {}
+        for item in arg.split(","):
+            y, eq, p = item.partition("=")
+            if not eq or not y.strip().isdigit():
+                raise InputError(f"--source {spec}", f"expected YEAR=PATH, got {item!r}")
+            if not Path(p).is_file():
+                raise InputError(p, "raster not found")
+            paths[int(y)] = Path(p)
+        return RasterSource(paths)
+    if kind in ("iss-mini", "iss_mini"):
+        from earthloc.sources.mosaic import MosaicSource
+
+        return MosaicSource.from_iss_mini(Path(arg) if arg else None)
+    if kind == "official" and arg or Path(spec).is_dir():
+        from earthloc.sources.official import OfficialSource
+
+        return OfficialSource(Path(arg if kind == "official" else spec))
+    raise InputError(f"--source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR")
