@@ -1,0 +1,23 @@
+"""Small real DBs built with our DB builder, shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from earthloc.geo.tiles import TileBlock
+
+
+@pytest.fixture(scope="session")
+def iss_db(shared_data, tmp_path_factory) -> Path:
+    """A single-year (2018) DB of 16 iss_mini candidate places, built from the real contexts."""
+    from earthloc.db.build import build_db
+    from earthloc.sources.mosaic import MosaicSource
+
+    df = pd.read_csv(shared_data / "iss_mini" / "contexts.csv")
+    places = sorted({TileBlock.from_name(t) for t in df["candidate_tile"]})[:16]
+    out = tmp_path_factory.mktemp("iss_db")
+    build_db(MosaicSource.from_iss_mini(shared_data), places, [2018], out, workers=2, progress=False)
+    return out
