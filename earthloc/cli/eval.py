@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from earthloc.errors import InputError
 
 eval_app = typer.Typer(help="Evaluate: official test areas, official protocol, real-photo benchmark.", no_args_is_help=True)
 
@@ -12,3 +17,115 @@ def register(app: typer.Typer) -> None:
 
 
 # Commands are added below, one function each, decorated with @eval_app.command(...).
+
+
+@eval_app.command("official")
+def official(
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset in the official layout: DIR/database/..., DIR/queries/..."),
+    model: str = typer.Option("lite0-gem", "--model", help="Model name (earthloc model list)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for --model (official/TorchGeo)."),
+    rotations: str = typer.Option("db", "--rotations", help="'db': 4x rotated DB, duplicates counted as the official "
+                                                            "code does (the paper); 'query': rotate the photo, merged."),
+    visible_area: bool = typer.Option(False, "--visible-area", help="Search only DB images in each photo's visible disk."),
+    year: Optional[int] = typer.Option(None, "--year", help="DB year to test on (default 2021, else the latest present)."),
+    area: list[str] = typer.Option([], "--area", help="Test area(s) to run (default: all six)."),
+    k: int = typer.Option(100, "--k", min=1, help="Slots retrieved per query."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per encoder batch."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the recalls and counts as JSON here."),
+) -> None:
+    """Run the official EarthLoc protocol: six areas, footprint positives, R@1/5/10/20/100."""
+    import json
+
+    from earthloc.atomic import write_text
+    from earthloc.eval.official import format_run, run_official
+    from earthloc.models.registry import load_model
+
+    if rotations not in ("db", "query"):
+        raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
+    if not dataset.is_dir():
+        raise InputError(dataset, "dataset folder not found")
+    run = run_official(dataset, load_model(model, checkpoint=checkpoint), rotations=rotations,
+                       visible_area=visible_area, year=year, areas=area or None, k=k, batch_size=batch_size)
+    typer.echo(format_run(run))
+    for a in run.areas:
+        for why, n in a.dropped.items():
+            typer.echo(f"  {a.area}: dropped {n} selected photo(s): {why}")
+    if json_out is not None:
+        doc = {"dataset": run.dataset, "model": run.model, "rotations": run.rotations, "visible_area": run.visible_area,
+               "year": run.year, "areas": [{"area": a.area, "queries": list(a.mrfs), "n_selected": a.n_selected,
+                                            "n_db": len(a.db_rows), "recalls": a.recalls, "dropped": a.dropped,
+                                            "unreachable": a.unreachable} for a in run.areas]}
+        write_text(json_out, json.dumps(doc, indent=2) + "\n")
+
+
+@eval_app.command("photos")
+def photos(
+    index: list[Path] = typer.Option(..., "--index", help="Index folder(s) built over one DB (earthloc index build)."),
+    photos_src: Path = typer.Option(..., "--photos", help="Photos: a CSV (iss_mini/queries.csv shape) or a folder."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Candidate lists to score as the reference row "
+                                                                       "(iss_mini/candidates.csv)."),
+    checkpoint: list[Path] = typer.Option([], "--checkpoint", help="Weights of indexes built from a checkpoint."),
+    rule: list[str] = typer.Option([], "--rule", help="Positive rule(s): 'centre' (DB image contains NASA's centre "
+                                                      "point), 'footprint' (overlaps the footprint). Default both."),
+    k: int = typer.Option(100, "--k", min=1, help="Candidates ranked per photo."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random-choice ranking."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the report (Markdown, PNGs, HTML map) here."),
+) -> None:
+    """The real-photo benchmark: R@1/5/10/20/100 of our models, baselines and the reference lists."""
+    import shlex
+    import sys
+
+    from earthloc.eval.photos import RULES, benchmark
+    from earthloc.eval.report import markdown_table
+    from earthloc.photos import load_photos
+
+    for r in rule:
+        if r not in RULES:
+            raise InputError("--rule", f"unknown rule {r!r}; use one of {list(RULES)}")
+    if reference is not None and not reference.is_file():
+        raise InputError(reference, "reference candidates file not found")
+    photo_list = load_photos(photos_src)
+    if not photo_list:
+        raise InputError(photos_src, "no photos found")
+    tables = benchmark(photo_list, index, reference, rules=rule or RULES, k=k, seed=seed, checkpoints=checkpoint)
+    for r, scores in tables.items():
+        typer.echo(f"\n{r} positives ({len(photo_list)} photos)\n")
+        typer.echo(markdown_table(scores))
+    if report is not None:
+        from earthloc.eval.report import write_iss_report
+
+        command = "earthloc eval " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("photos"):])
+        for p in write_iss_report(report, tables, command):
+            typer.echo(f"wrote {p}")
+
+
+@eval_app.command("areas")
+def areas(
+    queries: Path = typer.Option(..., "--queries", help="Photos: a CSV like earthloc_meta/queries.csv (nadir, corners) "
+                                                        "or a folder of officially named images."),
+    db: Optional[Path] = typer.Option(None, "--db", help="DB images: a CSV like earthloc_meta/db_tiles_2021.csv, or a "
+                                                         "DB folder (manifest.parquet or the official layout)."),
+    photo_radius_km: float = typer.Option(2500.0, "--photo-radius-km", help="Photo selection radius around the area "
+                                                                            "centre (ISS nadir distance)."),
+    db_radius_km: float = typer.Option(5000.0, "--db-radius-km", help="DB selection radius (footprint centre distance)."),
+) -> None:
+    """Per official test area: how many photos (nadir < 2500 km) and DB images (centre < 5000 km) are selected;
+    with --db also how many photos survive the official drop rule (a positive in the DB, all positives inside)."""
+    from earthloc.eval.protocol import TEST_AREAS, build_area_set, load_db_table, select_db_mask, select_photos
+    from earthloc.photos import load_photos
+
+    photo_list = load_photos(queries)
+    table = load_db_table(db) if db is not None else None
+    with_nadir = sum(p.nadir is not None for p in photo_list)
+    typer.echo(f"{len(photo_list)} photos ({with_nadir} with a nadir)" + ("" if table is None else f", {len(table)} DB images"))
+    head = f"{'area':<8} {'centre':>13} {'photos':>7}"
+    typer.echo(head + ("" if table is None else f" {'db':>7} {'kept':>6} {'no_pos':>6} {'outside':>7} {'no_fp':>6}"))
+    for name, (lat, lon) in TEST_AREAS.items():
+        line = f"{name:<8} {f'{lat:g},{lon:g}':>13} "
+        if table is None:
+            typer.echo(line + f"{len(select_photos(photo_list, name, photo_radius_km)):>7}")
+            continue
+        s = build_area_set(photo_list, table, name, photo_radius_km, db_radius_km)
+        n_db = int(select_db_mask(table, name, db_radius_km).sum())
+        typer.echo(line + f"{s.n_selected:>7} {n_db:>7} {len(s.photos):>6} {s.n_no_positive:>6} "
+                          f"{s.n_positive_outside:>7} {s.n_no_footprint:>6}")

@@ -18,6 +18,7 @@ the counter-clockwise rotation applied to the *DB image* that produced the slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import faiss
@@ -166,3 +167,189 @@ def hit_matrix(rows: np.ndarray, positives: Sequence[np.ndarray]) -> np.ndarray:
     for i, pos in enumerate(positives):
         out[i] = np.isin(rows[i], np.asarray(pos, dtype=np.int64)) & (rows[i] >= 0)
     return out
+
+
+# --- the protocol on an official-layout dataset ----------------------------------------------------
+@dataclass(frozen=True)
+class AreaResult:
+    """One test area. ``recalls`` in percent over the kept queries; ``db_rows`` index the dataset's DB
+    table (the area's DB subset, in search order); ``ranking.rows`` and ``positives`` index ``db_rows``."""
+
+    area: str
+    mrfs: tuple[str, ...]
+    db_rows: np.ndarray
+    ranking: Ranking
+    positives: tuple[np.ndarray, ...]
+    recalls: dict[int, float]
+    n_selected: int
+    dropped: dict[str, int]  # reason -> number of selected queries dropped for it
+    unreachable: int = 0  # visible-area runs: kept queries with no positive inside their visible disk
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.mrfs)
+
+
+@dataclass(frozen=True)
+class OfficialRun:
+    """What ran: model, rotation mode, variant, DB year; one :class:`AreaResult` per area."""
+
+    dataset: str
+    model: str
+    rotations: str
+    visible_area: bool
+    year: int
+    areas: tuple[AreaResult, ...]
+    ns: tuple[int, ...] = (1, 5, 10, 20, 100)
+
+
+def load_dataset(dataset: Path, year: int | None = None):
+    """DB table (one year) and photos of an official-layout dataset ``DIR/database/...``, ``DIR/queries/...``.
+
+    ``year``: the DB year to test on (default 2021, the official choice, else the latest year present).
+    Returns ``(db_frame, photos, year)``; ``db_frame`` has a fresh 0..N-1 index.
+    """
+    from earthloc.db.manifest import load as load_manifest
+    from earthloc.errors import InputError
+    from earthloc.photos import load_photos
+
+    dataset = Path(dataset)
+    frame = load_manifest(dataset)
+    if frame.empty:
+        raise InputError(dataset, "the dataset has no DB images")
+    years = sorted(int(y) for y in frame["year"].unique())
+    if year is None:
+        year = 2021 if 2021 in years else years[-1]
+    elif year not in years:
+        raise InputError(dataset, f"no DB images of {year} (years present: {years})")
+    qdir = dataset / "queries"
+    if not qdir.is_dir():
+        raise InputError(qdir, "no queries/ folder (official layout: DIR/database/..., DIR/queries/...)")
+    photos = [p for p in load_photos(qdir) if p.footprint is not None and p.path is not None]
+    if not photos:
+        raise InputError(qdir, "no officially named photos (with footprints) found")
+    return frame[frame["year"] == year].reset_index(drop=True), photos, year
+
+
+def evaluate_areas(
+    photos: Sequence,
+    db_frame,
+    query_desc: np.ndarray,
+    db_desc: np.ndarray,
+    rotations: str = "db",
+    visible_area: bool = False,
+    areas: Sequence[str] | None = None,
+    k: int = 100,
+    ns: Sequence[int] = (1, 5, 10, 20, 100),
+    query_radius_km: float = 2500.0,
+    db_radius_km: float = 5000.0,
+) -> list[AreaResult]:
+    """The official protocol from descriptors: ``query_desc`` (P, Rq, D) for ``photos``, ``db_desc``
+    (N, Rd, D) for the rows of ``db_frame``; ``rotations="db"`` wants Rq=1, Rd=4, ``"query"`` Rq=4, Rd=1.
+
+    Selection, positives and the drop rules are :func:`earthloc.eval.protocol.build_area_set`'s (queries
+    with nadir < 2500 km, DB centres < 5000 km, positives = DB images intersecting the footprint; drop a
+    query with no positive or with a positive outside the area's DB subset). ``visible_area``: each
+    query searches only the area DB images whose centre lies in its own visible disk (ISS nadir; altitude,
+    else the default ISS altitude); the kept queries are the same, so both variants compare directly.
+    """
+    from earthloc.eval import protocol
+
+    areas = list(areas or protocol.TEST_AREAS)
+    index_of = {id(p): i for i, p in enumerate(photos)}
+    results = []
+    for area in areas:
+        aset = protocol.build_area_set(list(photos), db_frame, area, query_radius_km, db_radius_km)
+        db_rows = np.asarray(aset.db_rows, dtype=np.int64)
+        where = np.full(len(db_frame), -1, np.int64)
+        where[db_rows] = np.arange(len(db_rows))
+        kept = np.array([index_of[id(p)] for p in aset.photos], dtype=np.int64)
+        local_pos = [where[np.asarray(pos, np.int64)] for pos in aset.positives]
+        allowed = _visible_masks(list(aset.photos), db_frame, db_rows) if visible_area else None
+        unreachable = 0 if allowed is None else sum(not m[p].any() for m, p in zip(allowed, local_pos))
+        qd, dd = query_desc[kept], db_desc[db_rows]
+        if rotations == "db":
+            ranking = rank_db_rotated(qd[:, 0], dd, k, allowed=allowed)
+        else:
+            ranking = rank_query_rotated(qd, dd[:, 0], k, allowed=allowed)
+        hits = hit_matrix(ranking.rows, local_pos)
+        recalls = protocol.recall_at(hits, ns=tuple(ns))
+        dropped = {"no footprint": aset.n_no_footprint, "no positive in the DB": aset.n_no_positive,
+                   "a positive outside the area's DB subset": aset.n_positive_outside}
+        results.append(AreaResult(area, tuple(p.mrf for p in aset.photos), db_rows, ranking, tuple(local_pos),
+                                  {int(n): float(v) for n, v in recalls.items()}, aset.n_selected,
+                                  {why: n for why, n in dropped.items() if n}, unreachable))
+    return results
+
+
+def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarray:
+    """(Q, len(db_rows)) bool: area DB images whose centre lies in each photo's visible disk."""
+    from earthloc.geo import visibility
+
+    lat = db_frame["centre_lat"].to_numpy()[db_rows]
+    lon = db_frame["centre_lon"].to_numpy()[db_rows]
+    out = np.ones((len(photos), len(db_rows)), dtype=bool)
+    for i, p in enumerate(photos):
+        if p.nadir is not None:
+            alt = p.altitude_km or visibility.DEFAULT_ISS_ALTITUDE_KM
+            out[i] = np.asarray(visibility.in_visible_disk(p.nadir, alt, lat, lon), dtype=bool)
+    return out
+
+
+def run_official(
+    dataset: Path,
+    model,
+    rotations: str = "db",
+    visible_area: bool = False,
+    year: int | None = None,
+    areas: Sequence[str] | None = None,
+    k: int = 100,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> OfficialRun:
+    """Encode what the areas need (DB at 4 rotations and photos once, or the reverse) and evaluate.
+
+    ``model``: a loaded descriptor model (:func:`earthloc.models.registry.load_model`).
+    """
+    from earthloc.errors import InputError
+    from earthloc.eval import protocol
+    from earthloc.models.encode import encode
+
+    if rotations not in ("db", "query"):
+        raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
+    areas = list(areas or protocol.TEST_AREAS)
+    if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
+        raise InputError("--area", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
+    db_frame, photos, year = load_dataset(Path(dataset), year)
+    # encode only what some area uses: the DB images within 5000 km of an area, photos within 2500 km
+    need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
+    selected = {id(p) for a in areas for p in protocol.select_photos(photos, a)}
+    need_q = np.array([i for i, p in enumerate(photos) if id(p) in selected], dtype=np.int64)
+    db_rot, q_rot = (ROTATIONS, (0,)) if rotations == "db" else ((0,), ROTATIONS)
+    dim = int(model.descriptor_dim)
+    db_desc = np.zeros((len(db_frame), len(db_rot), dim), np.float32)
+    q_desc = np.zeros((len(photos), len(q_rot), dim), np.float32)
+    if len(need_db):
+        paths = [Path(dataset) / p for p in db_frame["path"].to_numpy()[need_db]]
+        db_desc[need_db] = encode(model, paths, rotations=db_rot, batch_size=batch_size, progress=progress)
+    if len(need_q):
+        q_desc[need_q] = encode(model, [photos[i].path for i in need_q], rotations=q_rot, batch_size=batch_size,
+                                progress=progress)
+    results = evaluate_areas(photos, db_frame, q_desc, db_desc, rotations, visible_area, areas, k)
+    return OfficialRun(str(dataset), getattr(model, "name", "?"), rotations, visible_area, year, tuple(results))
+
+
+def format_run(run: OfficialRun) -> str:
+    """The paper-style table of a run: one row per area, R@1/5/10/20/100 (percent), counts."""
+    head = f"| Area | #queries (kept/selected) | #DB | " + " | ".join(f"R@{n}" for n in run.ns) + " |"
+    lines = [
+        f"Official protocol on {run.dataset}: model {run.model}, rotations={run.rotations}"
+        f"{', visible area' if run.visible_area else ''}, DB year {run.year}",
+        "",
+        head,
+        "|" + "---|" * (3 + len(run.ns)),
+    ]
+    for a in run.areas:
+        vals = " | ".join("n/a" if not a.n_queries else f"{a.recalls[n]:.1f}" for n in run.ns)
+        lines.append(f"| {a.area} | {a.n_queries}/{a.n_selected} | {len(a.db_rows)} | {vals} |")
+    return "\n".join(lines)
