@@ -95,8 +95,12 @@ class Footprint:
     def _laea(self, lat0: float | None = None, lon0: float | None = None) -> pyproj.Transformer:
         lat0 = float(self.lats.mean()) if lat0 is None else lat0
         lon0 = float(self.lons.mean()) if lon0 is None else lon0
-        crs = pyproj.CRS.from_proj4(f"+proj=laea +lat_0={lat0} +lon_0={lon0} +ellps=WGS84 +units=m")
-        return pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        # A bare PROJ pipeline (degrees -> LAEA metres) builds in ~50 us; going through CRS objects
+        # took ~40 ms per footprint, which made per-photo centroids/IoU unusably slow over 17k photos.
+        return pyproj.Transformer.from_pipeline(
+            "+proj=pipeline +step +proj=unitconvert +xy_in=deg +xy_out=rad "
+            f"+step +proj=laea +lat_0={lat0} +lon_0={lon0} +ellps=WGS84"
+        )
 
     def polygon_m(self, proj: pyproj.Transformer, lon_ref: float) -> Polygon:
         """This footprint as a shapely polygon in metres of ``proj`` (lons unwrapped around ``lon_ref``)."""

@@ -1,0 +1,1 @@
+"""Evaluation: the official protocol (areas, positives, recall), the official run, the real-photo benchmark."""
