@@ -10,6 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("train-data")(train_data)
+    app.command("train-eval")(train_eval)
 
 
 def train(
@@ -98,3 +99,35 @@ def train_data(
     names = [s.strip() for s in sources.split(",") if s.strip()]
     report = build_training_dbs(out, names, gpredict_dir=gpredict, workers=workers)
     typer.echo(json.dumps(report, indent=1))
+
+
+def train_eval(
+    val_db: list[Path] = typer.Option(..., "--val-db", help="Held-out multi-year DB folder (repeatable)."),
+    model: str = typer.Option("lite0-gem", "--model", help="Model name."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights (e.g. RUN/best_model.pt); default: the "
+                                                               "model's own start weights."),
+    image_size: int = typer.Option(None, "--image-size", help="Input px (default: the model's)."),
+    load_size: int = typer.Option(None, "--load-size", help="Decode size (default 2.5 x image size)."),
+    val_rotate: bool = typer.Option(True, "--val-rotate/--no-val-rotate", help="Rotate queries randomly."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the query years and rotations (same as training's)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Held-out cross-year retrieval R@1/5/10/20 of a model (the validation `earthloc train` runs)."""
+    import json
+
+    from earthloc.models.registry import load_model
+    from earthloc.train.data import ImageCache, load_regions
+    from earthloc.train.loop import _device
+    from earthloc.train.validate import evaluate, make_valset
+
+    m = load_model(model, checkpoint=checkpoint)
+    size = image_size or m.image_size
+    dev = _device(device, 0)
+    m.to(dev)
+    regions = load_regions(list(val_db), min_years=2)
+    vs = make_valset(regions, seed=seed, rotate=val_rotate)
+    rec = evaluate(m, vs, ImageCache(load_size or int(round(size * 2.5))), size, m.preprocessing.mean,
+                   m.preprocessing.std, dev)
+    typer.echo(json.dumps({"model": model, "checkpoint": str(checkpoint) if checkpoint else None, "image_size": size,
+                           "queries": len(vs.queries), "db_regions": len(vs.regions),
+                           "recall": {f"R@{k}": round(v, 2) for k, v in rec.items()}}))

@@ -101,3 +101,23 @@ def test_ddp_two_cpu_processes_gloo(iss_db, tmp_path):
     assert "world 2" in p.stdout and "DDP replicas in sync: True" in p.stdout
     assert p.stdout.count("epoch 1:") == 1  # rank 0 alone logs
     assert [int(r["epoch"]) for r in _rows(out / "epochs.csv")] == [0, 1]
+
+
+def test_default_freezing_matches_the_official_trainable_count():
+    # Facts section 6: 26,217,284 trainable parameters with conv1/bn1/layer1/layer2 frozen (27,662,212 in all).
+    model = load_model("earthloc", pretrained=False)
+    assert sum(p.numel() for p in model.parameters()) == 27_662_212
+    assert freeze(model, default_frozen("earthloc")) == 26_217_284
+
+
+@pytest.mark.slow
+def test_one_step_of_the_official_architecture(iss_db, tmp_path):
+    cfg = TrainConfig(dbs=(str(iss_db),), out=str(tmp_path / "run"), model="earthloc", random_init=True, epochs=1,
+                      steps_per_epoch=1, batch_regions=2, years=2, load_size=352, progress=False, clustered=False)
+    res = train(cfg)
+    assert res.history[-1]["steps"] == 1 and np.isfinite(res.history[-1]["loss"])
+    state = torch.load(tmp_path / "run" / "best_model.pt", weights_only=True)
+    start = torch.load(tmp_path / "run" / "start_model.pt", weights_only=True)
+    # Frozen layers did not move; trained ones did.
+    assert torch.equal(state["backbone.model.layer1.0.conv1.weight"], start["backbone.model.layer1.0.conv1.weight"])
+    assert not torch.equal(state["fc.weight"], start["fc.weight"])
