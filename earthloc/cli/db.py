@@ -68,6 +68,8 @@ def build(
     year_list = _ints(years, "--years")
     src = open_source(source, years=year_list, cache_dir=tile_cache, concurrency=concurrency,
                       rate_per_host=rate or None)
+    if year_list and (bad := [y for y in year_list if y not in src.years]):
+        raise InputError(f"years {bad}", f"not served by --source {source} (it has {list(src.years)})")
     year_list = year_list or list(src.years)
     if places_file is not None:
         if region is not None:

@@ -112,6 +112,8 @@ def build_db(
     if bad_years:
         raise InputError(f"years {bad_years}", f"not served by this source (it has {list(source.years)})")
     plan = _plan(places, years)
+    for stale in (out_dir / "database").glob("*/*/.*.tmp"):  # temp files of a killed run (never renamed)
+        stale.unlink(missing_ok=True)
 
     known = {}
     if (out_dir / manifest.MANIFEST).is_file() or (out_dir / manifest.JOURNAL).is_file():

@@ -41,12 +41,18 @@ def compose(source: TileSource, block: TileBlock, year: int) -> Image.Image:
     """Paste the ``block.size**2`` tiles of ``block`` into one ``(size*256)``-px square RGB image.
 
     Tile (row r, col c) of the block lands at pixel ``((c - block.col) * 256, (r - block.row) * 256)``,
-    the way the official downloader pastes them (north-up, no resampling).
+    the way the official downloader pastes them (north-up, no resampling). A source with a
+    ``tiles(keys)`` method gets all keys in one call (so it can fetch them concurrently).
     """
     side = block.size * TILE_PX
     out = np.empty((side, side, 3), dtype=np.uint8)
-    for t in block.tiles():
-        img = check_tile(source.tile(t.z, t.x, t.y, year), f"tile {t.z}/{t.x}/{t.y} year {year}")
+    tiles = block.tiles()
+    if hasattr(source, "tiles"):  # network sources fetch the block's tiles concurrently
+        imgs = source.tiles([(t.z, t.x, t.y, year) for t in tiles])
+    else:
+        imgs = [source.tile(t.z, t.x, t.y, year) for t in tiles]
+    for t, img in zip(tiles, imgs):
+        img = check_tile(img, f"tile {t.z}/{t.x}/{t.y} year {year}")
         r0 = (t.y - block.row) * TILE_PX
         c0 = (t.x - block.col) * TILE_PX
         out[r0 : r0 + TILE_PX, c0 : c0 + TILE_PX] = np.asarray(img)

@@ -25,6 +25,8 @@ import io
 import random
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -109,7 +111,8 @@ class WmtsSource:
     """A :class:`~earthloc.sources.base.TileSource` over a WMTS/XYZ URL template.
 
     ``stats`` counts ``requests`` (HTTP attempts, retries included), ``downloads`` (tiles fetched),
-    ``cache_hits`` and ``retries``.
+    ``cache_hits`` (served from memory or disk) and ``retries``. ``memory_tiles`` decoded tiles stay in
+    an LRU (about 0.2 MB each) so overlapping neighbours do not decode them again.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class WmtsSource:
         max_retry_after_s: float = 600.0,
         timeout_s: float = 30.0,
         attribution: str | None = None,
+        memory_tiles: int = 512,
     ):
         for key in ("{z}", "{x}", "{y}"):
             if key not in url_template:
@@ -154,10 +158,13 @@ class WmtsSource:
             follow_redirects=True,
         )
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="wmts")
         self._limiters: dict[str, RateLimiter] = {}
         self._rate = rate_per_host
         self._guard = threading.Lock()
         self._inflight: dict[tuple, list] = {}
+        self._memory: OrderedDict[tuple, Image.Image] = OrderedDict()  # decoded tiles, LRU
+        self._memory_size = memory_tiles
         self.stats = {"requests": 0, "downloads": 0, "cache_hits": 0, "retries": 0}
 
     # --- TileSource --------------------------------------------------------------------------
@@ -174,11 +181,17 @@ class WmtsSource:
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
         if year not in self._years:
             raise InputError(f"year {year}", f"not served by {self.url_template} (years {list(self._years)})")
+        key = (z, x, y, year)
+        with self._guard:
+            img = self._memory.get(key)
+            if img is not None:
+                self._memory.move_to_end(key)
+                self.stats["cache_hits"] += 1
+                return img
         path = self.cache_path(z, x, y, year)
         img = self._from_cache(path)
         if img is not None:
-            return img
-        key = (z, x, y, year)
+            return self._remember(key, img)
         with self._guard:  # single flight: one download per tile, others wait for it
             entry = self._inflight.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
@@ -188,14 +201,19 @@ class WmtsSource:
                 if img is None:
                     data, img = self._download(self.url(z, x, y, year))
                     write_bytes(path, data)
-            return img
+            return self._remember(key, img)
         finally:
             with self._guard:
                 entry[1] -= 1
                 if entry[1] == 0:
                     self._inflight.pop(key, None)
 
+    def tiles(self, keys: list[tuple[int, int, int, int]]) -> list[Image.Image]:
+        """Tiles for ``(z, x, y, year)`` keys, the missing ones fetched concurrently (one DB image's 16)."""
+        return list(self._pool.map(lambda k: self.tile(*k), keys))
+
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._client.close()
 
     def __enter__(self) -> "WmtsSource":
@@ -208,6 +226,15 @@ class WmtsSource:
     def _count(self, name: str) -> None:
         with self._guard:
             self.stats[name] += 1
+
+    def _remember(self, key: tuple, img: Image.Image) -> Image.Image:
+        """Keep the decoded tile: the next DB image to the right shares half of its tiles."""
+        with self._guard:
+            self._memory[key] = img
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_size:
+                self._memory.popitem(last=False)
+        return img
 
     def _from_cache(self, path: Path) -> Image.Image | None:
         try:
