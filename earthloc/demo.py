@@ -3,6 +3,8 @@
 1. DB: every 4x4 place (stride 2) that a context image covers at its own zoom, cut from the 190
    georeferenced Sentinel-2 cloudless 2018 contexts (:class:`earthloc.sources.mosaic.MosaicSource`),
    1024-px JPEGs in the official layout. Own zoom only: no place is upsampled from a coarser context.
+   Places that no photo's visible disk reaches are left out: no search could return them, and
+   encoding them is the slowest step.
 2. Index: the offline model ``lite0-gem`` (ImageNet EfficientNet-Lite0 + GeM, no training), 1x index,
    photos encoded at 0/90/180/270 degrees.
 3. Locate the real ISS photos of ``queries.csv`` with their NASA nadir: only DB images whose centre
@@ -82,6 +84,20 @@ def demo_places(source, mosaics: Sequence | None = None) -> list[TileBlock]:
     return sorted(found)
 
 
+def visible_places(places: Sequence[TileBlock], photos: Sequence) -> list[TileBlock]:
+    """The places whose centre lies in the visible disk of at least one photo: the only DB images a
+    search for these photos can ever touch (the others would be built and encoded for nothing)."""
+    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
+
+    lat = np.array([b.lonlat_box_centre[0] for b in places])
+    lon = np.array([b.lonlat_box_centre[1] for b in places])
+    keep = np.zeros(len(places), dtype=bool)
+    for p in photos:
+        if p.nadir is not None:
+            keep |= np.asarray(in_visible_disk(p.nadir, p.altitude_km or DEFAULT_ISS_ALTITUDE_KM, lat, lon), bool)
+    return [b for b, k in zip(places, keep) if k]
+
+
 def _in_box(lat: float, lon: float, tiles: Sequence[str]) -> np.ndarray:
     """Whether (lat, lon) lies in each named 4x4 tile block (a lat/lon box: exact for tile blocks)."""
     out = np.zeros(len(tiles), dtype=bool)
@@ -143,9 +159,11 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
         cands = pd.read_csv(root / "candidates.csv")
         files = set(cands[cands.mrf.isin(list(mrfs))].context_file.dropna())
         mosaics = [m for m in source.mosaics if f"contexts/{m.path.name}" in files]
-    places = demo_places(source, mosaics)
+    covered = demo_places(source, mosaics)
+    places = visible_places(covered, photos)
     say = print if progress else (lambda *a, **k: None)
-    say(f"[1/4] DB: {len(places)} places x {YEAR} from {len(mosaics or source.mosaics)} context images -> {out_dir / 'db'}")
+    say(f"[1/4] DB: {len(places)} places x {YEAR} ({len(covered)} covered by {len(mosaics or source.mosaics)} "
+        f"context images, of which {len(places)} visible from some photo's nadir) -> {out_dir / 'db'}")
     build_db(source, places, [YEAR], out_dir / "db", workers=workers, progress=progress)
     say(f"[2/4] index: {MODEL}, 1x, photos at 0/90/180/270 deg -> {out_dir / 'index'}")
     model = load_model(MODEL)

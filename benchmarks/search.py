@@ -1,0 +1,207 @@
+"""Search at global scale: visible-disk search with query-side rotations vs the official flat L2 over
+the 4x rotated DB, per photo, in the same run; index bytes per place per precision; the recall cost
+of fp16 / PQ on real descriptors.
+
+- Places: 161,496 of the DB grid's land places at zooms 9/10/11 (``earthloc.db.grid.places``; a
+  seeded random subset down to the official count). Descriptors: random 4096-d unit vectors (timing
+  does not depend on their values). Photos: real ISS nadirs from ``earthloc_meta/queries.csv``.
+- Ours: visible disk of each nadir (``earthloc.geo.visibility.in_visible_disk``, default altitude),
+  then the exact search of :meth:`earthloc.index.store.Index.search` with the photo at 4 rotations
+  against a 1x fp32 index. Timed per photo: disk mask + search.
+- Official way: FAISS exhaustive L2 kNN (k=100) of the unrotated photo over 4 x 161,496 vectors. The
+  4x DB is 10.6 GB in fp32, too much for this shared 24 GB machine, so FAISS is timed over 1x and
+  0.5x of the 1x DB (2.6 / 1.3 GB, linear scan: time is linear in N) and extrapolated x4; the
+  extrapolation and both points are printed.
+- Recall cost: the demo index (``out/demo/index``, lite0-gem 1280-d descriptors of real Sentinel-2
+  images; built by ``earthloc demo`` if missing) re-encoded as fp16 and PQ (8 dims per byte, as
+  for 4096-d); queries = the 32 ISS photos at 4 rotations (whole index) and 500 DB images;
+  recall@10 = share of the exact fp32 top 10 that the approximate index returns in its top 10.
+
+Run: ``nice .venv/bin/python -m benchmarks.search`` (about 5 minutes on 2 cores, 5 GB RAM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from benchmarks._record import record
+from earthloc.config import data_dir
+from earthloc.index.store import ROTATIONS, Index, ModelIdentity, geo_order
+
+N_PLACES = 161_496
+DIM = 4096
+CHUNK = 8192
+
+
+def global_manifest(rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
+    """161,496 real grid places (zooms 9-11, land, |lat| <= 60), geo-cell ordered; and the grid's size."""
+    from earthloc.db.grid import places
+
+    blocks = places()
+    n_grid = len(blocks)
+    pick = np.sort(rng.choice(len(blocks), N_PLACES, replace=False)) if len(blocks) > N_PLACES else np.arange(len(blocks))
+    blocks = [blocks[i] for i in pick]
+    lat = np.array([b.lonlat_box_centre[0] for b in blocks])
+    lon = np.array([b.lonlat_box_centre[1] for b in blocks])
+    df = pd.DataFrame({"tile": [b.name for b in blocks], "year": 2021, "path": "", "sha256": "",
+                       "centre_lat": lat, "centre_lon": lon})
+    return df.iloc[geo_order(lat, lon)].reset_index(drop=True), n_grid
+
+
+def random_index(manifest: pd.DataFrame, rng: np.random.Generator) -> Index:
+    """A 1x fp32 index of random unit vectors, filled chunk by chunk (no second copy in memory)."""
+    flat = faiss.IndexFlatIP(DIM)
+    for a in range(0, len(manifest), CHUNK):
+        x = rng.standard_normal((min(CHUNK, len(manifest) - a), DIM), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        flat.add(x)
+    ident = ModelIdentity("random-4096", None, DIM, 320, "none")
+    return Index.from_faiss(flat, manifest, ident, "query", "fp32")
+
+
+def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    x = rng.standard_normal((*shape, DIM), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def time_disk_search(index: Index, nadirs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seconds per photo (mask + search, k=100, 4 query rotations) and DB images searched per photo."""
+    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
+
+    secs, sizes = [], []
+    q = unit(rng, len(nadirs), 4)
+    index.search(q[:1], 100)  # warm up BLAS threads
+    for (lat, lon), qi in zip(nadirs, q):
+        t = time.perf_counter()
+        mask = in_visible_disk((lat, lon), DEFAULT_ISS_ALTITUDE_KM, index.centre_lat, index.centre_lon)
+        index.search(qi[None], 100, mask=mask, query_rotations=ROTATIONS)
+        secs.append(time.perf_counter() - t)
+        sizes.append(int(mask.sum()))
+    return np.array(secs), np.array(sizes)
+
+
+def time_flat_l2(xb: np.ndarray, n_queries: int, rng: np.random.Generator) -> float:
+    """Seconds per photo of FAISS exhaustive L2 kNN (k=100), one photo at a time, over ``xb``."""
+    q = unit(rng, n_queries)
+    faiss.knn(q[:1], xb, 100, metric=faiss.METRIC_L2)
+    t = time.perf_counter()
+    for i in range(n_queries):
+        faiss.knn(q[i:i + 1], xb, 100, metric=faiss.METRIC_L2)
+    return (time.perf_counter() - t) / n_queries
+
+
+def bytes_per_place(rng: np.random.Generator) -> dict[str, float]:
+    """Serialized bytes per place at 4096-d: (size(2n) - size(n)) / n, plus fixed bytes over 161,496 places."""
+    from earthloc.index.store import _new_faiss
+
+    x = unit(rng, 4096)
+    out = {}
+    for prec in ("fp32", "fp16", "pq"):
+        ix = _new_faiss(DIM, prec, x)
+        ix.add(x[:2048])
+        s1 = faiss.serialize_index(ix).nbytes
+        ix.add(x[2048:])
+        s2 = faiss.serialize_index(ix).nbytes
+        per = (s2 - s1) / 2048
+        out[prec] = per + (s1 - 2048 * per) / N_PLACES
+    out["fp32 4x (official)"] = 4 * out["fp32"]
+    return out
+
+
+def recall_cost(out_dir: Path) -> dict[str, dict[str, float]]:
+    """Recall@10 (and top-1 agreement) of fp16 / PQ against exact fp32, on real descriptors."""
+    from earthloc.demo import run_demo
+    from earthloc.locate import Locator
+    from earthloc.models.registry import load_model
+    from earthloc.photos import load_photos
+
+    if not (out_dir / "index" / "index.json").is_file():
+        run_demo(out_dir, progress=False)
+    model = load_model("lite0-gem")
+    exact = Index.open(out_dir / "index", model=model)
+    vecs = exact._vectors(0, exact.faiss.ntotal)[:, None, :]
+    root = data_dir() / "iss_mini"
+    photos = [p for p in load_photos(root / "queries.csv", root / "queries") if p.path]
+    qphotos = Locator(exact, model).encode([p.path for p in photos])  # (32, 4, D)
+    rng = np.random.default_rng(5)
+    qdb = vecs[rng.choice(len(vecs), min(500, len(vecs)), replace=False)]  # (500, 1, D)
+    res = {}
+    want_p = exact.search(qphotos, 10)
+    want_d = exact.search(qdb, 10)
+    for prec in ("fp16", "pq"):
+        approx = Index.from_vectors(vecs, exact.manifest, exact.identity, "query", prec)
+        rows = {tuple(r) for r in exact.manifest[["tile", "year"]].itertuples(index=False)}
+        assert len(rows) == len(exact)  # same manifest order (from_vectors keeps geo order)
+        r = {}
+        for name, q, want in (("photos", qphotos, want_p), ("db", qdb, want_d)):
+            got = approx.search(q, 10)
+            rec = [len({h.row for h in g} & {h.row for h in w}) / len(w) for g, w in zip(got, want)]
+            top1 = [g[0].row == w[0].row for g, w in zip(got, want)]
+            r[name] = (float(np.mean(rec)), float(np.mean(top1)))
+        res[prec] = r
+    return res, exact.dim
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--photos", type=int, default=200, help="real nadirs to time (default 200)")
+    ap.add_argument("--flat-queries", type=int, default=5, help="photos timed for the flat baseline")
+    ap.add_argument("--demo-dir", type=Path, default=Path("out/demo"), help="demo folder with a real index")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+
+    t = time.perf_counter()
+    manifest, n_grid = global_manifest(rng)
+    index = random_index(manifest, rng)
+    print(f"global index: {len(index):,} places (of the grid's {n_grid:,}) x {DIM}-d fp32 = {index.faiss.ntotal * DIM * 4 / 1e9:.2f} GB "
+          f"(built in {time.perf_counter() - t:.0f} s)")
+
+    q = pd.read_csv(data_dir() / "earthloc_meta" / "queries.csv", usecols=["nadir_lat", "nadir_lon"]).dropna()
+    nadirs = q.sample(args.photos, random_state=1).to_numpy()
+    secs, sizes = time_disk_search(index, nadirs, rng)
+    print(f"visible-disk search (4 query rotations, exact fp32, k=100) over {len(nadirs)} real ISS nadirs: "
+          f"mean {1e3 * secs.mean():.1f} ms, median {1e3 * np.median(secs):.1f} ms, p95 {1e3 * np.percentile(secs, 95):.1f} ms "
+          f"per photo; DB images searched: median {int(np.median(sizes)):,}, max {sizes.max():,} "
+          f"({100 * np.median(sizes) / len(index):.1f}% / {100 * sizes.max() / len(index):.1f}% of the index)")
+
+    xb = index._vectors(0, index.faiss.ntotal)  # the 1x fp32 vectors, a view
+    t_half = time_flat_l2(xb[: len(xb) // 2], args.flat_queries, rng)
+    t_full = time_flat_l2(xb, args.flat_queries, rng)
+    t_4x = 4 * t_full
+    print(f"official flat L2 (FAISS exhaustive, k=100, 1 photo): {t_half:.3f} s over {len(xb) // 2:,} vectors, "
+          f"{t_full:.3f} s over {len(xb):,} (x{t_full / t_half:.2f} for x2 vectors: linear) -> "
+          f"{t_4x:.2f} s extrapolated to the 4x rotated DB ({4 * len(xb):,} vectors, 10.6 GB, not held in RAM here)")
+    del xb, index
+    gc.collect()
+
+    bpp = bytes_per_place(rng)
+    print("index bytes per place at 4096-d: " + ", ".join(f"{k} {v:,.0f}" for k, v in bpp.items()))
+
+    rec, dim = recall_cost(args.demo_dir)
+    for prec, r in rec.items():
+        print(f"{prec} on real lite0-gem descriptors ({dim}-d, demo DB): recall@10 of exact top 10 = "
+              f"{100 * r['photos'][0]:.1f}% (32 ISS photos), {100 * r['db'][0]:.1f}% (500 DB images); "
+              f"same top 1: {100 * r['photos'][1]:.0f}% / {100 * r['db'][1]:.0f}%")
+
+    speedup = t_4x / secs.mean()
+    figures = (f"161,496 places x 4096-d: visible-disk search 4 rot {1e3 * secs.mean():.1f} ms/photo mean "
+               f"(p95 {1e3 * np.percentile(secs, 95):.1f}, median {int(np.median(sizes)):,} images searched) vs flat L2 "
+               f"over 4x DB {t_4x:.2f} s/photo (measured 1x {t_full:.3f} s, x4 extrapolated) = {speedup:.0f}x; "
+               f"bytes/place fp32 {bpp['fp32']:,.0f}, fp16 {bpp['fp16']:,.0f}, pq {bpp['pq']:,.0f}, official 4x "
+               f"{bpp['fp32 4x (official)']:,.0f}; recall@10 photos/db fp16 {100 * rec['fp16']['photos'][0]:.0f}/"
+               f"{100 * rec['fp16']['db'][0]:.0f}%, pq {100 * rec['pq']['photos'][0]:.0f}/{100 * rec['pq']['db'][0]:.0f}%")
+    record(figures, command="python -m benchmarks.search")
+    print(f"speed-up of the visible-disk search over the official flat L2 per photo: {speedup:.0f}x "
+          f"({1e3 * secs.mean():.1f} ms vs {t_4x:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Locate on real data: a DB cut from three iss_mini contexts (Turkey/Syria z14, Iraq z10, California
+z13), indexed with lite0-gem; real ISS photos with their NASA nadirs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from PIL import Image
+
+from earthloc import outputs
+from earthloc.errors import InputError
+from earthloc.geo.footprint import Footprint
+from earthloc.index.store import Index
+from earthloc.locate import Locator, run_batch
+from earthloc.records import Photo
+
+CONTEXTS = ("14_6410_9928", "10_0406_0630", "13_3158_1310")
+EARTHLOC = str(Path(sys.executable).with_name("earthloc"))
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data, tmp_path_factory):
+    from earthloc.db.build import build_db
+    from earthloc.demo import demo_places
+    from earthloc.models.registry import load_model
+    from earthloc.photos import load_photos
+    from earthloc.sources.mosaic import MosaicSource
+
+    root = shared_data / "iss_mini"
+    tmp = tmp_path_factory.mktemp("locate")
+    source = MosaicSource.from_iss_mini(root)
+    mosaics = [m for m in source.mosaics if m.path.stem in CONTEXTS]
+    assert len(mosaics) == 3
+    build_db(source, demo_places(source, mosaics), [2018], tmp / "db", workers=2, progress=False)
+    model = load_model("lite0-gem")
+    index = Index.build(tmp / "db", model, tmp / "index", progress=False)
+    photos = {p.mrf: p for p in load_photos(root / "queries.csv", root / "queries")}
+    return tmp, index, model, photos
+
+
+def brute_force_rows(index: Index, q: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
+    """FAISS exhaustive inner product over every vector, then the mask, then one entry per DB image."""
+    flat = faiss.IndexFlatIP(index.dim)
+    flat.add(index._vectors(0, index.faiss.ntotal))
+    scores, ids = flat.search(q, flat.ntotal)
+    best: dict[int, float] = {}
+    for srow, irow in zip(scores, ids):
+        for s, i in zip(srow, irow):
+            if mask[i] and s > best.get(int(i), -9):
+                best[int(i)] = float(s)
+    return [r for r, _ in sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+def test_disk_search_equals_brute_force_on_real_descriptors(setup):
+    _, index, model, photos = setup
+    loc = Locator(index, model)
+    for mrf in ("ISS050-E-70536", "ISS055-E-27330", "ISS052-E-43456"):
+        photo = loc.resolve(photos[mrf])
+        mask = loc.visible_mask(photo)
+        assert 0 < mask.sum() < len(index)  # the disk keeps some DB images and drops others
+        q = loc.encode([photo.path])  # (1, 4, D)
+        got = index.search(q, 15, mask=mask, query_rotations=loc.query_rotations)[0]
+        assert [h.row for h in got] == brute_force_rows(index, q[0], mask, 15)
+
+
+def test_locate_real_photo_returns_ranked_candidates_in_its_disk(setup):
+    _, index, model, photos = setup
+    loc = Locator(index, model)
+    photo = photos["ISS050-E-70536"]  # Turkey/Syria: California must never come back
+    res = loc.locate(photo, top_k=10)
+    assert res.error is None and len(res.candidates) == 10
+    in_disk = set(index.manifest.tile[loc.visible_mask(loc.resolve(photo))])
+    assert {c.tile.name for c in res.candidates} <= in_disk
+    assert not any(c.tile.name.startswith("13_") for c in res.candidates)  # the California context
+    assert len({c.tile.name for c in res.candidates}) == 10  # rotations merged
+    scores = [c.score for c in res.candidates]
+    assert scores == sorted(scores, reverse=True)
+    for c in res.candidates:
+        assert c.footprint == Footprint(c.tile.corners)
+        assert c.rotation_deg in (0, 90, 180, 270) and Path(c.path).is_file()
+
+
+def test_rotated_db_image_is_found_with_its_rotation(setup, tmp_path):
+    _, index, model, _ = setup
+    row = index.manifest.iloc[7]
+    img = Image.open(index.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
+    img.save(tmp_path / "rot.png")
+    photo = Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))
+    best = Locator(index, model).locate(photo, top_k=3).candidates[0]
+    # the DB image must be rotated 90 deg counter-clockwise to look like the photo
+    assert (best.tile.name, best.rotation_deg) == (row.tile, 90)
+    assert best.score > 0.98
+
+
+def test_batch_error_rows_and_resume(setup, tmp_path):
+    _, index, model, photos = setup
+    (tmp_path / "broken.jpg").write_text("not a jpeg")
+    good = photos["ISS050-E-70536"]
+    batch = [
+        good,
+        replace(photos["ISS052-E-43456"], nadir=None, time=None),  # no nadir, no time
+        Photo(mrf="broken", path=tmp_path / "broken.jpg", nadir=(35.0, 39.0)),
+        replace(photos["ISS055-E-27330"], nadir=None),  # date only, if any; else no time at all
+    ]
+    prog = tmp_path / "progress.jsonl"
+    first = run_batch(Locator(index, model), batch, prog, top_k=5, progress=False)
+    assert [r.error is None for r in first] == [True, False, False, False]
+    assert "nadir" in first[1].error and "broken.jpg" in first[2].error
+    assert len(prog.read_text().splitlines()) == 4
+    again = run_batch(Locator(index, model), batch, prog, top_k=5, progress=False)
+    assert again[0] == first[0]  # read back from the progress file, not recomputed
+    assert len(prog.read_text().splitlines()) == 4 + 3  # only the failed photos were retried
+    assert outputs.read_jsonl(prog)[0] == first[0]
+
+
+def test_other_model_is_refused(setup):
+    from earthloc.models.registry import load_model
+
+    _, index, _, _ = setup
+    with pytest.raises(InputError, match="built with model 'lite0-gem'"):
+        Locator(index, load_model("lite0-mixvpr", pretrained=False))
+
+
+def test_cli_single_photo_batch_and_bad_input(setup, shared_data, tmp_path):
+    tmp, index, _, _ = setup
+    photo = shared_data / "iss_mini" / "queries" / "ISS050-E-70536.jpg"
+    r = subprocess.run([EARTHLOC, "locate", str(photo), "--index", str(tmp / "index"), "--nadir", "35.4,39.3",
+                        "--top", "3", "--format", "geojson"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    fc = json.loads(r.stdout)
+    assert [f["properties"]["rank"] for f in fc["features"] if f["properties"]["kind"] == "candidate"] == [1, 2, 3]
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "ISS050-E-70536.jpg").write_bytes(photo.read_bytes())
+    (folder / "ISS000-E-1.jpg").write_text("not a jpeg")
+    out = tmp_path / "res.csv"
+    r = subprocess.run([EARTHLOC, "locate", str(folder), "--index", str(tmp / "index"), "--metadata",
+                        str(shared_data / "iss_mini" / "queries.csv"), "--out", str(out), "--map",
+                        str(tmp_path / "map.html")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr  # one photo failed, the other went on
+    text = out.read_text()
+    assert "ISS050-E-70536" in text and "ISS000-E-1" in text and (tmp_path / "map.html").is_file()
+
+    r = subprocess.run([EARTHLOC, "locate", str(photo), "--index", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
