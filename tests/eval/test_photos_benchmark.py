@@ -147,3 +147,37 @@ def test_nadir_lists_sort_by_great_circle_distance():
 
     d = [haversine_km(*tiles[1].lonlat_box_centre, *t.lonlat_box_centre) for t in tiles]
     assert [t.name for t in out[0]] == [tiles[i].name for i in np.argsort(d)]
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, iss_photos, tmp_path):
+    """Index the small DB of the official fixture (real contexts, our DB builder) and run the benchmark."""
+    from earthloc.eval.photos import benchmark
+    from earthloc.index.store import Index
+    from earthloc.models.registry import load_model
+
+    Index.build(official_dataset, load_model("lite0-gem"), tmp_path / "idx", progress=False)
+    wanted = {"ISS052-E-43456", "ISS052-E-44668", "ISS062-E-24032", "ISS055-E-7189", "ISS050-E-70536"}
+    photos = [p for p in iss_photos if p.mrf in wanted]
+    tables = benchmark(photos, [tmp_path / "idx"], shared_data / "iss_mini" / "candidates.csv", k=20, progress=False)
+    assert set(tables) == {"centre", "footprint"}
+    ref, rnd, nadir, model = tables["centre"]
+    assert ref.method.startswith("EarthLoc worldwide") and ref.depth == 10
+    # DB-ranking rows drop the same photos: those whose centre no DB place contains, found here
+    # independently from the tiles' mercantile bounds
+    import mercantile
+
+    db = Index.open(tmp_path / "idx").manifest
+    def inside(lat, lon, z, r, c):
+        nw, se = mercantile.bounds(c, r, z), mercantile.bounds(c + 3, r + 3, z)
+        return se.south <= lat <= nw.north and nw.west <= lon <= se.east
+    unfindable = {p.mrf for p in photos
+                  if not any(inside(*p.centre, z, r, c) for z, r, c in db[["zoom", "row", "col"]].to_numpy())}
+    assert {"ISS055-E-7189", "ISS050-E-70536"} <= unfindable and len(unfindable) < len(photos)
+    assert set(nadir.dropped) == set(model.dropped) == set(rnd.dropped) == unfindable
+    assert model.n_photos == nadir.n_photos == len(photos) - len(unfindable)
+    n_places = db["tile"].nunique()
+    assert n_places <= 20  # every place fits in the 20 ranks: nadir and random reach 100 at R@20
+    assert nadir.curve[n_places - 1] == 100.0 and rnd.curve[n_places - 1] == pytest.approx(100.0)
+    assert model.curve[-1] == 100.0  # positives lie in each photo's visible disk, all of it is ranked
+    assert rnd.note.startswith("exact expectation")
