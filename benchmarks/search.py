@@ -5,7 +5,7 @@ of fp16 / PQ on real descriptors.
 - Places: 161,496 of the DB grid's land places at zooms 9/10/11 (``earthloc.db.grid.places``; a
   seeded random subset down to the official count). Descriptors: random 4096-d unit vectors (timing
   does not depend on their values). Photos: real ISS nadirs from ``earthloc_meta/queries.csv``.
-- Ours: visible disk of each nadir (``earthloc.geo.visibility.in_visible_disk``, default altitude),
+- Ours: visible disk of each nadir (``earthloc.locate.disk_mask``, default altitude, to the horizon),
   then the exact search of :meth:`earthloc.index.store.Index.search` with the photo at 4 rotations
   against a 1x fp32 index. Timed per photo: disk mask + search.
 - Official way: FAISS exhaustive L2 kNN (k=100) of the unrotated photo over 4 x 161,496 vectors. The
@@ -73,14 +73,14 @@ def unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 def time_disk_search(index: Index, nadirs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seconds per photo (mask + search, k=100, 4 query rotations) and DB images searched per photo."""
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
+    from earthloc.locate import disk_mask
 
     secs, sizes = [], []
     q = unit(rng, len(nadirs), 4)
     index.search(q[:1], 100)  # warm up BLAS threads
     for (lat, lon), qi in zip(nadirs, q):
         t = time.perf_counter()
-        mask = in_visible_disk((lat, lon), DEFAULT_ISS_ALTITUDE_KM, index.centre_lat, index.centre_lon)
+        mask = disk_mask(index, (lat, lon))  # default ISS altitude, whole disk to the horizon
         index.search(qi[None], 100, mask=mask, query_rotations=ROTATIONS)
         secs.append(time.perf_counter() - t)
         sizes.append(int(mask.sum()))

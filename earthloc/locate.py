@@ -21,12 +21,30 @@ import numpy as np
 
 from earthloc import outputs
 from earthloc.errors import InputError
-from earthloc.geo.footprint import Footprint
+from earthloc.geo.footprint import EARTH_RADIUS_KM, Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.index.store import ROTATIONS, Index
 from earthloc.records import Candidate, Localization, Photo
 
 _ERRORS = (InputError, OSError, ValueError)  # per-photo failures a batch records and goes past
+
+
+def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | None = None,
+              max_off_nadir_deg: float | None = None) -> np.ndarray:
+    """(N,) bool over index rows: DB images whose centre lies in the visible disk of ``nadir``.
+
+    Only the rows of the latitude bands the disk can reach are tested (a great-circle distance is at
+    least the latitude difference), so the cost follows the disk, not the index size.
+    """
+    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km, in_visible_disk
+
+    alt = DEFAULT_ISS_ALTITUDE_KM if altitude_km is None else altitude_km
+    radius_km = float(horizon_radius_km(alt, max_off_nadir_deg))
+    dlat = np.degrees(radius_km / EARTH_RADIUS_KM) + 1e-6
+    a, b = index.lat_range(nadir[0] - dlat, nadir[0] + dlat)
+    mask = np.zeros(len(index), dtype=bool)
+    mask[a:b] = in_visible_disk(nadir, altitude_km, index.centre_lat[a:b], index.centre_lon[a:b], max_off_nadir_deg)
+    return mask
 
 
 class Locator:
@@ -77,12 +95,9 @@ class Locator:
 
     def visible_mask(self, photo: Photo) -> np.ndarray | None:
         """(N,) bool over index rows: DB images whose centre is in the photo's visible disk (None: all)."""
-        from earthloc.geo import visibility
-
         if photo.nadir is None:
             return None
-        return np.asarray(visibility.in_visible_disk(photo.nadir, photo.altitude_km, self.index.centre_lat,
-                                                     self.index.centre_lon, self.max_off_nadir_deg), dtype=bool)
+        return disk_mask(self.index, photo.nadir, photo.altitude_km, self.max_off_nadir_deg)
 
     def encode(self, images: Sequence) -> np.ndarray:
         """Descriptors (B, R, D) of photos (paths or PIL images) at this locator's query rotations."""

@@ -152,3 +152,27 @@ def test_cli_single_photo_batch_and_bad_input(setup, shared_data, tmp_path):
     r = subprocess.run([EARTHLOC, "locate", str(photo), "--index", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_disk_mask_equals_in_visible_disk_over_every_row(shared_data):
+    """The latitude-band shortcut of disk_mask must not change the disk (8,475 real DB tile centres)."""
+    import pandas as pd
+
+    from earthloc.geo.visibility import in_visible_disk
+    from earthloc.index.store import ModelIdentity
+    from earthloc.locate import disk_mask
+
+    df = pd.read_csv(shared_data / "earthloc_meta" / "db_tiles_2021.csv")
+    manifest = pd.DataFrame({"tile": [f"{z:02d}_{r:04d}_{c:04d}" for z, r, c in zip(df.zoom, df.tile_row, df.tile_col)],
+                             "year": df.year, "path": df.original_name, "sha256": "x",
+                             "centre_lat": df.center_lat, "centre_lon": df.center_lon})
+    vecs = np.ones((len(df), 1, 8), np.float32) / np.sqrt(8)
+    index = Index.from_vectors(vecs, manifest, ModelIdentity("t", None, 8, 8, "p"), "query")
+    sizes = []
+    for nadir, alt, off in [((35.0, 135.0), None, None), ((-40.0, -178.0), 420.0, None), ((51.6, -179.5), 400.0, 40.0),
+                            ((0.0, 20.0), 415.0, 60.0), ((-30.0, 140.0), 300.0, None), ((58.0, 100.0), None, None)]:
+        want = in_visible_disk(nadir, alt, index.centre_lat, index.centre_lon, off)
+        got = disk_mask(index, nadir, alt, off)
+        assert np.array_equal(got, want)
+        sizes.append(int(want.sum()))
+    assert sizes[1] > 0 and sum(s > 0 for s in sizes) >= 5  # incl. a disk across the antimeridian

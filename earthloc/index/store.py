@@ -148,6 +148,13 @@ class Index:
             index.ntotal, index.code_size) if index.ntotal else np.zeros((0, index.code_size), np.uint8)
         self.centre_lat = self.manifest["centre_lat"].to_numpy(np.float64)
         self.centre_lon = self.manifest["centre_lon"].to_numpy(np.float64)
+        self._band = np.floor(self.centre_lat)  # ascending: rows are in geo-cell order
+
+    def lat_range(self, south: float, north: float) -> tuple[int, int]:
+        """Rows ``[start, stop)`` holding every DB image whose centre latitude is in [south, north]
+        (a superset by at most the 1-degree bands at both ends; one contiguous range in geo-cell order)."""
+        return (int(np.searchsorted(self._band, np.floor(south), "left")),
+                int(np.searchsorted(self._band, np.floor(north), "right")))
 
     # --- properties ------------------------------------------------------------------------
     @property
