@@ -176,3 +176,20 @@ def test_disk_mask_equals_in_visible_disk_over_every_row(shared_data):
         assert np.array_equal(got, want)
         sizes.append(int(want.sum()))
     assert sizes[1] > 0 and sum(s > 0 for s in sizes) >= 5  # incl. a disk across the antimeridian
+
+
+def test_nadir_from_time_and_day_only_dates(setup):
+    from datetime import datetime, timezone
+
+    from earthloc.geo.visibility import iss_state
+
+    _, index, model, photos = setup
+    loc = Locator(index, model)
+    when = datetime(2017, 3, 1, 12, 30, tzinfo=timezone.utc)
+    photo = replace(photos["ISS050-E-70536"], nadir=None, time=when, extra={"time_precision": "exact"})
+    got = loc.resolve(photo)
+    st = iss_state(when)
+    assert got.nadir == (st.lat, st.lon) and got.altitude_km == pytest.approx(st.altitude_km)
+    assert 330 < got.altitude_km < 450
+    with pytest.raises(InputError, match="only the date"):
+        loc.resolve(replace(photo, extra={"time_precision": "day"}))
