@@ -20,6 +20,7 @@ class DescriptorModel(nn.Module):
     preprocessing: Preprocessing = Preprocessing()
     checkpoint_hash: str | None = None
     weights_source: str = "random init"
+    loaded_digest: str | None = None  # fast.weights_digest of the weights as loaded from a file
 
     @property
     def image_size(self) -> int:

@@ -74,7 +74,7 @@ def encode(model: torch.nn.Module, items: Sequence[Item], rotations: Sequence[in
     out = np.empty((len(items), len(rotations), dim), dtype=np.float32)
     if len(items) == 0:
         return out.astype(dtype)
-    _, run = make_runner(model, path)
+    _, run = make_runner(model, path, workload=len(items) * len(rotations))
     loader = DataLoader(_ImageDataset(items, prep), batch_size=max(1, batch_size // len(rotations)),
                         num_workers=num_workers, collate_fn=_collate, persistent_workers=False)
     with torch.inference_mode(), tqdm(total=len(items), unit="img", desc=f"encode {getattr(model, 'name', '')}",

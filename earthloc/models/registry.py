@@ -120,4 +120,8 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretraine
     else:
         model.checkpoint_hash = None
         model.weights_source = "random init"
+    if model.checkpoint_hash is not None:
+        from earthloc.models.fast import weights_digest
+
+        model.loaded_digest = weights_digest(model)  # lets the encoder cache exported graphs of these weights
     return model.eval()
