@@ -78,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=81, help="region side in places (81 -> 6,561 images)")
     ap.add_argument("--baseline-images", type=int, default=600)
-    ap.add_argument("--latency-ms", type=float, default=25.0)
+    ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--workers", type=int, default=8, help="images in parallel = HTTP requests in flight")
     args = ap.parse_args()
 
@@ -87,7 +87,7 @@ def main() -> None:
     server = TileServer(RepeatingTiles(MosaicSource.from_iss_mini()), latency_s=args.latency_ms / 1000).start()
     for key in tiles:  # pre-encode every tile: both runs then measure fetching, not the server's encoder
         server.tile_bytes(key)
-    with tempfile.TemporaryDirectory(dir=".") as tmp:
+    with tempfile.TemporaryDirectory(prefix="earthloc-bench-") as tmp:
         tmp = Path(tmp)
         server.reset_counts()
         base = UncachedWmts(server.template, args.workers)

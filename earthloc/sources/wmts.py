@@ -99,9 +99,10 @@ def _retry_after_s(value: str | None) -> float | None:
 
 def _decode(data: bytes) -> Image.Image:
     """Fully decode tile bytes to RGB (raises on truncated/corrupt data)."""
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        img = im.convert("RGB")
+    img = Image.open(io.BytesIO(data))
+    img.load()  # decodes everything now: a truncated body raises here, not later
+    if img.mode != "RGB":
+        img = img.convert("RGB")
     if img.size != (TILE_PX, TILE_PX):
         raise ValueError(f"tile is {img.size[0]}x{img.size[1]} px, expected {TILE_PX}x{TILE_PX}")
     return img
@@ -182,16 +183,10 @@ class WmtsSource:
         if year not in self._years:
             raise InputError(f"year {year}", f"not served by {self.url_template} (years {list(self._years)})")
         key = (z, x, y, year)
-        with self._guard:
-            img = self._memory.get(key)
-            if img is not None:
-                self._memory.move_to_end(key)
-                self.stats["cache_hits"] += 1
-                return img
-        path = self.cache_path(z, x, y, year)
-        img = self._from_cache(path)
+        img = self._cached(key)
         if img is not None:
-            return self._remember(key, img)
+            return img
+        path = self.cache_path(z, x, y, year)
         with self._guard:  # single flight: one download per tile, others wait for it
             entry = self._inflight.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1
@@ -209,8 +204,27 @@ class WmtsSource:
                     self._inflight.pop(key, None)
 
     def tiles(self, keys: list[tuple[int, int, int, int]]) -> list[Image.Image]:
-        """Tiles for ``(z, x, y, year)`` keys, the missing ones fetched concurrently (one DB image's 16)."""
-        return list(self._pool.map(lambda k: self.tile(*k), keys))
+        """Tiles for ``(z, x, y, year)`` keys (one DB image's 16): cached ones at once, in this thread;
+        the missing ones fetched concurrently on the source's pool."""
+        out: list[Image.Image | None] = []
+        for key in keys:
+            img = self._cached(key)
+            out.append(img)
+        missing = [i for i, img in enumerate(out) if img is None]
+        for i, img in zip(missing, self._pool.map(lambda k: self.tile(*k), [keys[i] for i in missing])):
+            out[i] = img
+        return out
+
+    def _cached(self, key: tuple) -> Image.Image | None:
+        """The tile from memory or the disk cache, or None."""
+        with self._guard:
+            img = self._memory.get(key)
+            if img is not None:
+                self._memory.move_to_end(key)
+                self.stats["cache_hits"] += 1
+                return img
+        img = self._from_cache(self.cache_path(*key))
+        return None if img is None else self._remember(key, img)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
