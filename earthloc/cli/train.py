@@ -45,7 +45,8 @@ def train(
     max_minutes: float = typer.Option(None, "--max-minutes", help="Stop (after validating) once training has run "
                                                                   "this long."),
     val_rotate: bool = typer.Option(True, "--val-rotate/--no-val-rotate", help="Rotate validation queries randomly."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of clusters, batches and augmentation."),
+    val_seed: int = typer.Option(0, "--val-seed", help="Seed of the validation queries (years, rotations)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -73,7 +74,7 @@ def train(
         steps_per_epoch=steps, batch_regions=batch_regions, years=years, lr=lr, image_size=image_size,
         load_size=load_size, clusters=clusters, refresh_epochs=refresh, clustered=clustered, yearwise=yearwise,
         neutral=neutral, augment=augment, freeze=prefixes, patience=patience, max_minutes=max_minutes,
-        val_rotate=val_rotate, seed=seed, device=device, threads=threads, progress=progress,
+        val_rotate=val_rotate, val_seed=val_seed, seed=seed, device=device, threads=threads, progress=progress,
     )
     res = run(cfg)
     if res.history:
@@ -109,7 +110,7 @@ def train_eval(
     image_size: int = typer.Option(None, "--image-size", help="Input px (default: the model's)."),
     load_size: int = typer.Option(None, "--load-size", help="Decode size (default 2.5 x image size)."),
     val_rotate: bool = typer.Option(True, "--val-rotate/--no-val-rotate", help="Rotate queries randomly."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the query years and rotations (same as training's)."),
+    seed: int = typer.Option(0, "--val-seed", help="Seed of the query years and rotations (as `train --val-seed`)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """Held-out cross-year retrieval R@1/5/10/20 of a model (the validation `earthloc train` runs)."""
