@@ -93,6 +93,8 @@ def locate(
                                         help="Search only what a camera sees up to this many degrees off nadir."),
     model: str = typer.Option(None, "--model", help="Model name (default: the index's model)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model."),
+    refine: bool = typer.Option(False, "--refine", help="Refine candidates into footprints (earthloc refine) and re-rank."),
+    matcher: str = typer.Option("xfeat-lg", "--matcher", help="Matcher for --refine: xfeat-lg, disk-lg, aliked-lg, sift, orb."),
 ) -> int:
     """Rank DB tiles (tile, year, rotation, score, footprint) for each photo, searching only the DB
     images visible from the ISS. Exit code 0: all photos localized; 1: some failed; 2: bad input."""
@@ -123,6 +125,10 @@ def locate(
     if progress_file is None and out is not None:
         progress_file = out.with_name(out.name + ".progress.jsonl")
     results = run_batch(locator, items, progress_file, top_k=top, progress=len(items) > 1)
+    if refine:
+        from earthloc.refine.rerank import refine_with_db
+
+        results = refine_with_db(results, ix.db_dir, matcher)
     if out is None:
         sys.stdout.write(outputs.render(results, fmt))
     else:

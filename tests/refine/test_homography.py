@@ -14,7 +14,8 @@ from earthloc.refine.matchers import load_matcher
 
 from .conftest import load_context, oracle_lonlat
 
-FOREST_61N = "12_1168_2530"  # the candidate of context 12_1164_2526: forest and lakes in Finland, 61 N, z12
+# Contexts are looked up by candidate tile: "12_1164_2526" is forest and lakes at 61 N (z12),
+# "10_0330_0918" spans 52-55 N at z10.
 
 
 def _candidate(ctx, rotation: int) -> Candidate:
