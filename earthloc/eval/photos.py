@@ -18,7 +18,7 @@ only the first reason applies there, and it has 10 ranks: R@20/R@100 are n/a.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +278,10 @@ def benchmark(
         for label, lists, errors in model_runs:
             rows.append(score_lists(label, photos, lists, rule, k, db, reasons=errors,
                                     note="visible-area search (earthloc locate)"))
+        if reference_csv is not None:  # the reference on exactly the photos our DB rows score
+            same = [p for p in photos if p.mrf in kept]
+            ref = score_reference(same, reference_csv, rule)
+            rows.insert(1, replace(ref, method="EarthLoc worldwide (reference lists), same photos as below"))
         out[rule] = rows
     return out
 
