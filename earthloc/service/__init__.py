@@ -1,0 +1,1 @@
+"""The web app (FastAPI): ``earthloc serve``."""

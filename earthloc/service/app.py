@@ -1,0 +1,108 @@
+"""Web app: upload an astronaut photo with its ISS nadir (or exposure time), get candidates on a map.
+
+A thin FastAPI layer over :class:`earthloc.locate.Locator`; the model and index are loaded once at start.
+
+- ``GET /``             the map page (Leaflet; the page loads Leaflet and the basemap from the internet)
+- ``GET /api/info``     model name, descriptor size, number of DB images
+- ``POST /api/locate``  multipart ``photo`` + ``nadir_lat``/``nadir_lon`` or ``time`` (ISO 8601 UTC)
+                        [+ ``top_k``, ``altitude_km``] -> GeoJSON FeatureCollection (as ``earthloc locate``)
+
+Bad input (not an image, no nadir/time, bad numbers) answers 400 with ``{"detail": "<what is wrong>"}``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse
+
+from earthloc import outputs
+from earthloc.errors import InputError
+from earthloc.records import Photo
+
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+_PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+def _time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError("time", f"expected ISO 8601 UTC like 2017-03-01T12:30:00Z, got {text!r}") from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path | None = None) -> FastAPI:
+    """The app over the index at ``index_dir``; the model defaults to the one the index was built with."""
+    from earthloc.index.store import Index
+    from earthloc.locate import Locator
+    from earthloc.models.registry import load_model
+
+    index = Index.open(index_dir)
+    model = load_model(model_name or index.model_name, checkpoint=checkpoint)
+    locator = Locator(index, model)
+    lock = threading.Lock()  # one encode at a time: torch already uses every core
+    app = FastAPI(title="earthloc", summary="Where on Earth was this astronaut photo taken?")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return _PAGE.read_text(encoding="utf-8")
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return {"model": index.model_name, "descriptor_dim": index.dim, "db_images": len(index),
+                "rotations": index.rotations}
+
+    @app.post("/api/locate")
+    async def locate(photo: UploadFile = File(...), nadir_lat: float | None = Form(None),
+                     nadir_lon: float | None = Form(None), time: str | None = Form(None),
+                     altitude_km: float | None = Form(None), top_k: int = Form(10)) -> dict:
+        from PIL import Image, UnidentifiedImageError
+
+        from earthloc.models.preprocess import load_image
+
+        data = await photo.read(MAX_UPLOAD_BYTES + 1)
+        name = photo.filename or "upload"
+        try:
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise InputError(name, f"larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+            if not 1 <= top_k <= 100:
+                raise InputError("top_k", "must be within 1..100")
+            if (nadir_lat is None) != (nadir_lon is None):
+                raise InputError("nadir", "give both nadir_lat and nadir_lon")
+            nadir = None if nadir_lat is None else (nadir_lat, nadir_lon)
+            if nadir is not None and not (-90 <= nadir[0] <= 90 and -180 <= nadir[1] <= 180):
+                raise InputError("nadir", f"{nadir} is not a valid lat, lon")
+            when = _time(time) if time else None
+            try:
+                Image.open(io.BytesIO(data)).verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise InputError(name, f"not a readable image ({err})") from None
+            tmp = Path(_spool(data, name))
+            try:
+                img = load_image(tmp)
+            finally:
+                tmp.unlink(missing_ok=True)
+            p = locator.resolve(Photo(mrf=Path(name).stem, nadir=nadir, time=when, altitude_km=altitude_km))
+            with lock:
+                desc = locator.encode([img])[0]
+            loc = locator.rank(p, desc, top_k)
+        except InputError as err:
+            raise HTTPException(status_code=400, detail=str(err)) from None
+        return outputs.to_geojson([loc])
+
+    return app
+
+
+def _spool(data: bytes, name: str) -> str:
+    """Write an upload to a temp file so it goes through the same loader (and guards) as files on disk."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=Path(name).suffix or ".img", prefix="earthloc-upload-")
+    with open(fd, "wb") as f:
+        f.write(data)
+    return path
