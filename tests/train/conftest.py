@@ -21,3 +21,18 @@ def iss_db(shared_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("iss_db")
     build_db(MosaicSource.from_iss_mini(shared_data), places, [2018], out, workers=2, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def landsat_db(shared_data, tmp_path_factory) -> Path:
+    """A multi-year DB: 6 z14 Landsat places over Pucallpa x 4 epochs, built from the real GeoTIFFs."""
+    from earthloc.db.build import build_db
+    from earthloc.db.grid import places_covered
+    from earthloc.sources.raster import RasterSource
+
+    files = sorted((shared_data / "multiyear" / "landsat_pucallpa").glob("*.tif"))[::2]  # 1985, 1995, 2005, 2015
+    src = RasterSource({int(f.stem): f for f in files}, bands=(1, 2, 3))
+    places = places_covered(src, [14])[:6]
+    out = tmp_path_factory.mktemp("landsat_db")
+    build_db(src, places, list(src.years), out, workers=2, progress=False)
+    return out
