@@ -32,30 +32,47 @@ def official(
     k: int = typer.Option(100, "--k", min=1, help="Slots retrieved per query."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per encoder batch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the recalls and counts as JSON here."),
+    all_variants: bool = typer.Option(False, "--all-variants", help="Run both rotation modes, each with and without "
+                                                                    "--visible-area, from one encoding; print the "
+                                                                    "paper-layout table."),
 ) -> None:
     """Run the official EarthLoc protocol: six areas, footprint positives, R@1/5/10/20/100."""
     import json
 
     from earthloc.atomic import write_text
-    from earthloc.eval.official import format_run, run_official
+    from earthloc.eval.official import format_run, run_label, run_official, run_official_variants
     from earthloc.models.registry import load_model
 
     if rotations not in ("db", "query"):
         raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
     if not dataset.is_dir():
         raise InputError(dataset, "dataset folder not found")
-    run = run_official(dataset, load_model(model, checkpoint=checkpoint), rotations=rotations,
-                       visible_area=visible_area, year=year, areas=area or None, k=k, batch_size=batch_size)
-    typer.echo(format_run(run))
+    if all_variants:
+        from earthloc.eval.report import official_table
+
+        runs = run_official_variants(dataset, load_model(model, checkpoint=checkpoint), year=year, areas=area or None,
+                                     k=k, batch_size=batch_size)
+        typer.echo(f"Official protocol on {dataset}, DB year {runs[0].year}\n")
+        typer.echo(official_table([(run_label(r), r) for r in runs]))
+        run = runs[0]
+    else:
+        run = run_official(dataset, load_model(model, checkpoint=checkpoint), rotations=rotations,
+                           visible_area=visible_area, year=year, areas=area or None, k=k, batch_size=batch_size)
+        typer.echo(format_run(run))
     for a in run.areas:
         for why, n in a.dropped.items():
             typer.echo(f"  {a.area}: dropped {n} selected photo(s): {why}")
     if json_out is not None:
-        doc = {"dataset": run.dataset, "model": run.model, "rotations": run.rotations, "visible_area": run.visible_area,
-               "year": run.year, "areas": [{"area": a.area, "queries": list(a.mrfs), "n_selected": a.n_selected,
-                                            "n_db": len(a.db_rows), "recalls": a.recalls, "dropped": a.dropped,
-                                            "unreachable": a.unreachable} for a in run.areas]}
+        doc = {"variants": [_run_doc(r) for r in runs]} if all_variants else _run_doc(run)
         write_text(json_out, json.dumps(doc, indent=2) + "\n")
+
+
+def _run_doc(run) -> dict:
+    """A JSON-ready summary of an :class:`earthloc.eval.official.OfficialRun`."""
+    return {"dataset": run.dataset, "model": run.model, "rotations": run.rotations, "visible_area": run.visible_area,
+            "year": run.year, "areas": [{"area": a.area, "queries": list(a.mrfs), "n_selected": a.n_selected,
+                                         "n_db": len(a.db_rows), "recalls": a.recalls, "dropped": a.dropped,
+                                         "unreachable": a.unreachable} for a in run.areas]}
 
 
 @eval_app.command("photos")

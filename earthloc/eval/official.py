@@ -298,6 +298,37 @@ def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarra
     return out
 
 
+def _check_areas(areas: Sequence[str] | None) -> list[str]:
+    from earthloc.errors import InputError
+    from earthloc.eval import protocol
+
+    areas = list(areas or protocol.TEST_AREAS)
+    if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
+        raise InputError("--area", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
+    return areas
+
+
+def _encode_needed(dataset: Path, model, db_frame, photos, areas, db_rot, q_rot, batch_size: int, progress: bool):
+    """Descriptors (N, len(db_rot), D) and (P, len(q_rot), D); only rows some area uses are encoded
+    (DB images < 5000 km from an area centre, photos whose nadir is < 2500 km), the rest stay zero."""
+    from earthloc.eval import protocol
+    from earthloc.models.encode import encode
+
+    need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
+    selected = {id(p) for a in areas for p in protocol.select_photos(photos, a)}
+    need_q = np.array([i for i, p in enumerate(photos) if id(p) in selected], dtype=np.int64)
+    dim = int(model.descriptor_dim)
+    db_desc = np.zeros((len(db_frame), len(db_rot), dim), np.float32)
+    q_desc = np.zeros((len(photos), len(q_rot), dim), np.float32)
+    if len(need_db):
+        paths = [Path(dataset) / p for p in db_frame["path"].to_numpy()[need_db]]
+        db_desc[need_db] = encode(model, paths, rotations=db_rot, batch_size=batch_size, progress=progress)
+    if len(need_q):
+        q_desc[need_q] = encode(model, [photos[i].path for i in need_q], rotations=q_rot, batch_size=batch_size,
+                                progress=progress)
+    return db_desc, q_desc
+
+
 def run_official(
     dataset: Path,
     model,
@@ -314,31 +345,46 @@ def run_official(
     ``model``: a loaded descriptor model (:func:`earthloc.models.registry.load_model`).
     """
     from earthloc.errors import InputError
-    from earthloc.eval import protocol
-    from earthloc.models.encode import encode
 
     if rotations not in ("db", "query"):
         raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
-    areas = list(areas or protocol.TEST_AREAS)
-    if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
-        raise InputError("--area", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
+    areas = _check_areas(areas)
     db_frame, photos, year = load_dataset(Path(dataset), year)
-    # encode only what some area uses: the DB images within 5000 km of an area, photos within 2500 km
-    need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
-    selected = {id(p) for a in areas for p in protocol.select_photos(photos, a)}
-    need_q = np.array([i for i, p in enumerate(photos) if id(p) in selected], dtype=np.int64)
     db_rot, q_rot = (ROTATIONS, (0,)) if rotations == "db" else ((0,), ROTATIONS)
-    dim = int(model.descriptor_dim)
-    db_desc = np.zeros((len(db_frame), len(db_rot), dim), np.float32)
-    q_desc = np.zeros((len(photos), len(q_rot), dim), np.float32)
-    if len(need_db):
-        paths = [Path(dataset) / p for p in db_frame["path"].to_numpy()[need_db]]
-        db_desc[need_db] = encode(model, paths, rotations=db_rot, batch_size=batch_size, progress=progress)
-    if len(need_q):
-        q_desc[need_q] = encode(model, [photos[i].path for i in need_q], rotations=q_rot, batch_size=batch_size,
-                                progress=progress)
+    db_desc, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, db_rot, q_rot, batch_size, progress)
     results = evaluate_areas(photos, db_frame, q_desc, db_desc, rotations, visible_area, areas, k)
     return OfficialRun(str(dataset), getattr(model, "name", "?"), rotations, visible_area, year, tuple(results))
+
+
+def run_official_variants(
+    dataset: Path,
+    model,
+    year: int | None = None,
+    areas: Sequence[str] | None = None,
+    k: int = 100,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[OfficialRun]:
+    """All four variants from one encoding (DB and photos both at the four rotations): rotated DB
+    (official counting), query rotations (merged), and each with the visible-area restriction."""
+    areas = _check_areas(areas)
+    db_frame, photos, year = load_dataset(Path(dataset), year)
+    db_desc, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, ROTATIONS, ROTATIONS,
+                                     batch_size, progress)
+    runs = []
+    for rotations in ("db", "query"):
+        qd, dd = (q_desc[:, :1], db_desc) if rotations == "db" else (q_desc, db_desc[:, :1])
+        for visible in (False, True):
+            results = evaluate_areas(photos, db_frame, qd, dd, rotations, visible, areas, k)
+            runs.append(OfficialRun(str(dataset), getattr(model, "name", "?"), rotations, visible, year,
+                                    tuple(results)))
+    return runs
+
+
+def run_label(run: OfficialRun) -> str:
+    """Short row label of a run: model, rotation mode, visible-area variant."""
+    mode = "4x rotated DB (official count)" if run.rotations == "db" else "query rotations (merged)"
+    return f"{run.model}, {mode}" + (", visible area" if run.visible_area else "")
 
 
 def format_run(run: OfficialRun) -> str:

@@ -252,3 +252,21 @@ def write_iss_report(out_dir: Path, tables: dict[str, Sequence[MethodScore]], co
              "See [docs/eval.md](../eval.md) for the counting rules.")
     prepare = "python -m earthloc.eval.photos out/eval   # iss_mini benchmark DB + lite0-gem index (resumes)"
     return write_report(out_dir, headed, best, f"{prepare}\n{command}", intro=intro, notes=NOTES)
+
+
+def official_table(runs: Sequence[tuple[str, object]], ns: Sequence[int] = (1, 10, 100)) -> str:
+    """The paper's layout for official-protocol runs: one row per method (label, ``OfficialRun``), one
+    column group per test area (R@1 / R@10 / R@100), plus the kept query count of each area."""
+    areas = [a.area for a in runs[0][1].areas]
+    head = "| Method | " + " | ".join(f"{a.capitalize()} " + "/".join(f"R@{n}" for n in ns) for a in areas) + " |"
+    lines = [head, "|---|" + "---:|" * len(areas)]
+    for label, run in runs:
+        by_area = {a.area: a for a in run.areas}
+        cells = []
+        for name in areas:
+            a = by_area[name]
+            cells.append("n/a" if not a.n_queries else " / ".join(f"{a.recalls[n]:.1f}" for n in ns))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    counts = [f"{by.n_queries}" for by in runs[0][1].areas]
+    lines.append("| kept queries | " + " | ".join(counts) + " |")
+    return "\n".join(lines)

@@ -119,20 +119,27 @@ def test_query_rotated_mode_is_merged_and_visible_area_is_respected(encoded):
 
 
 @pytest.mark.slow
-def test_cli_official_end_to_end(official_dataset, tmp_path):
+def test_cli_official_end_to_end(official_dataset, encoded, tmp_path):
+    """All four variants through the CLI (one encoding) agree with evaluate_areas run in-process."""
+    db, photos, db_desc, q_desc = encoded
     out = tmp_path / "gobi.json"
     exe = Path(sys.executable).parent / "earthloc"
     r = subprocess.run([str(exe), "eval", "official", "--dataset", str(official_dataset), "--model", "lite0-gem",
-                        "--area", "gobi", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                        "--area", "gobi", "--all-variants", "--json", str(out)], capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "| gobi | 1/1 |" in r.stdout
-    doc = json.loads(out.read_text())
-    assert doc["year"] == DB_YEAR and doc["rotations"] == "db"
-    [area] = doc["areas"]
-    db, _, _ = load_dataset(official_dataset)
+    assert "| Method | Gobi R@1/R@10/R@100 |" in r.stdout and "| kept queries | 1 |" in r.stdout
+    variants = json.loads(out.read_text())["variants"]
+    assert [(v["rotations"], v["visible_area"]) for v in variants] == [("db", False), ("db", True), ("query", False),
+                                                                        ("query", True)]
     n_db = int((haversine_km(db.centre_lat.to_numpy(), db.centre_lon.to_numpy(), 40, 105) < 5000).sum())
-    assert area["queries"] == ["ISS062-E-24032"] and area["n_db"] == n_db and 4 * n_db <= 100
-    assert area["recalls"]["100"] == 100.0
+    for v in variants:
+        [area] = v["areas"]
+        assert v["year"] == DB_YEAR and area["queries"] == ["ISS062-E-24032"] and area["n_db"] == n_db
+        assert area["recalls"]["100"] == 100.0  # 4 x n_db <= 100 slots
+        qd, dd = (q_desc[:, :1], db_desc) if v["rotations"] == "db" else (q_desc, db_desc[:, :1])
+        [mine] = evaluate_areas(photos, db, qd, dd, v["rotations"], v["visible_area"], areas=["gobi"])
+        assert {int(n): x for n, x in area["recalls"].items()} == pytest.approx(mine.recalls, abs=1e-9)
 
 
 def test_cli_bad_input_is_one_line_exit_2(official_dataset, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from earthloc.eval.photos import MethodScore, PhotoOutcome
-from earthloc.eval.report import markdown_table, outcome_class, write_report
+from earthloc.eval.report import markdown_table, official_table, outcome_class, write_report
 
 
 def _score(name: str, curve: list[float], depth: int) -> MethodScore:
@@ -48,3 +48,17 @@ def test_write_report_files(tmp_path):
             assert im.format == "PNG" and im.width >= 600
     html = (tmp_path / "r" / "map.html").read_text()
     assert html.count("ISS0") >= 3 and "leaflet" in html.lower()
+
+
+def test_official_table_layout():
+    from earthloc.eval.official import AreaResult, OfficialRun, Ranking
+
+    empty = Ranking(np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64))
+    def area(name, n, r):
+        return AreaResult(name, tuple(f"q{i}" for i in range(n)), np.arange(3), empty, (), r, n, {})
+    run = OfficialRun("d", "m", "db", False, 2021, (area("texas", 2, {1: 50.0, 10: 100.0, 100: 100.0}),
+                                                      area("alps", 0, {1: 0.0, 10: 0.0, 100: 0.0})))
+    lines = official_table([("lite0-gem, db", run)]).splitlines()
+    assert lines[0] == "| Method | Texas R@1/R@10/R@100 | Alps R@1/R@10/R@100 |"
+    assert lines[2] == "| lite0-gem, db | 50.0 / 100.0 / 100.0 | n/a |"
+    assert lines[3] == "| kept queries | 2 | 0 |"
