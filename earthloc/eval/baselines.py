@@ -71,17 +71,33 @@ def nadir_lists(photos: Sequence[Photo], db_frame: pd.DataFrame, k: int = 100) -
     return out
 
 
-def model_lists(locator, photos: Sequence[Photo], k: int = 100) -> tuple[list[list[TileBlock] | None], dict[str, str]]:
-    """Ranked places from a :class:`earthloc.locate.Locator` (its visible-area search included).
+def model_lists(locator, photos: Sequence[Photo], k: int = 100, batch_size: int = 8):
+    """Ranked places from a :class:`earthloc.locate.Locator`, each photo encoded once and ranked twice:
+    in its visible disk (what ``earthloc locate`` does) and over the whole DB (nadir withheld).
 
-    Returns the lists (None where the photo failed) and the error per failed mrf.
+    Returns ``(visible_lists, global_lists, errors)``: lists are None where the photo failed (unreadable
+    image...), ``errors`` maps those mrfs to the message.
     """
-    lists: list[list[TileBlock] | None] = []
+    from dataclasses import replace
+
+    from earthloc.errors import InputError
+    from earthloc.models.preprocess import load_image
+
+    visible: list[list[TileBlock] | None] = [None] * len(photos)
+    whole: list[list[TileBlock] | None] = [None] * len(photos)
     errors: dict[str, str] = {}
-    for photo, loc in zip(photos, locator.locate_many(photos, top_k=k)):
-        if loc.error:
-            lists.append(None)
-            errors[photo.mrf] = loc.error
-        else:
-            lists.append([c.tile for c in loc.candidates])
-    return lists, errors
+    ok: list[tuple[int, Photo, object]] = []
+    for i, photo in enumerate(photos):
+        try:
+            if photo.path is None:
+                raise InputError(photo.mrf, "no image file for this photo")
+            ok.append((i, locator.resolve(photo), load_image(photo.path)))
+        except (InputError, OSError, ValueError) as err:
+            errors[photo.mrf] = str(err)
+    for start in range(0, len(ok), batch_size):
+        batch = ok[start:start + batch_size]
+        desc = locator.encode([img for _, _, img in batch])
+        for (i, photo, _), d in zip(batch, desc):
+            visible[i] = [c.tile for c in locator.rank(photo, d, top_k=k).candidates]
+            whole[i] = [c.tile for c in locator.rank(replace(photo, nadir=None), d, top_k=k).candidates]
+    return visible, whole, errors

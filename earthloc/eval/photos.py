@@ -256,8 +256,8 @@ def benchmark(
     for (locator, index), d in zip(loaded, index_dirs):
         if progress:
             print(f"locating {len(photos)} photos with {index.model_name} ({d})", flush=True)
-        lists, errors = baselines.model_lists(locator, photos, k)
-        model_runs.append((method_label(index.model_name), lists, errors))
+        visible, whole, errors = baselines.model_lists(locator, photos, k)
+        model_runs.append((method_label(index.model_name), visible, whole, errors))
     rand_lists = baselines.random_lists(photos, db, k, seed)
     nadir_lists = baselines.nadir_lists(photos, db, k)
     no_nadir = {p.mrf: "no nadir" for p in photos if p.nadir is None}
@@ -275,9 +275,11 @@ def benchmark(
                                 rnd.dropped, f"exact expectation over {n_places} places; outcomes of seed {seed}"))
         rows.append(score_lists("nadir (DB image nearest the ISS nadir)", photos, nadir_lists, rule, k, db,
                                 reasons=no_nadir))
-        for label, lists, errors in model_runs:
-            rows.append(score_lists(label, photos, lists, rule, k, db, reasons=errors,
+        for label, visible, whole, errors in model_runs:
+            rows.append(score_lists(label, photos, visible, rule, k, db, reasons=errors,
                                     note="visible-area search (earthloc locate)"))
+            rows.append(score_lists(f"{label}, whole DB (no visible area)", photos, whole, rule, k, db,
+                                    reasons=errors, note="whole-DB search, nadir withheld"))
         if reference_csv is not None:  # the reference on exactly the photos our DB rows score
             same = [p for p in photos if p.mrf in kept]
             ref = score_reference(same, reference_csv, rule)

@@ -161,7 +161,8 @@ def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, is
     photos = [p for p in iss_photos if p.mrf in wanted]
     tables = benchmark(photos, [tmp_path / "idx"], shared_data / "iss_mini" / "candidates.csv", k=20, progress=False)
     assert set(tables) == {"centre", "footprint"}
-    ref, ref_same, rnd, nadir, model = tables["centre"]
+    ref, ref_same, rnd, nadir, model, whole = tables["centre"]
+    assert whole.method.endswith("whole DB (no visible area)") and whole.n_photos == model.n_photos
     assert ref.method.startswith("EarthLoc worldwide") and ref.depth == 10
     # DB-ranking rows drop the same photos: those whose centre no DB place contains, found here
     # independently from the tiles' mercantile bounds
@@ -180,6 +181,7 @@ def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, is
     assert n_places <= 20  # every place fits in the 20 ranks: nadir and random reach 100 at R@20
     assert nadir.curve[n_places - 1] == 100.0 and rnd.curve[n_places - 1] == pytest.approx(100.0)
     assert model.curve[-1] == 100.0  # positives lie in each photo's visible disk, all of it is ranked
+    assert whole.curve[n_places - 1] == 100.0  # the whole DB fits in the 20 ranks
     assert rnd.note.startswith("exact expectation")
     # the second reference row scores the reference lists on exactly the photos the DB rows keep
     assert {o.mrf for o in ref_same.outcomes} == {o.mrf for o in model.outcomes}
