@@ -24,6 +24,9 @@ from typing import Sequence
 import faiss
 import numpy as np
 
+from earthloc.errors import InputError
+from earthloc.eval import protocol
+
 ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 
 
@@ -212,7 +215,6 @@ def load_dataset(dataset: Path, year: int | None = None):
     Returns ``(db_frame, photos, year)``; ``db_frame`` has a fresh 0..N-1 index.
     """
     from earthloc.db.manifest import load as load_manifest
-    from earthloc.errors import InputError
     from earthloc.photos import load_photos
 
     dataset = Path(dataset)
@@ -255,8 +257,6 @@ def evaluate_areas(
     query searches only the area DB images whose centre lies in its own visible disk (ISS nadir; altitude,
     else the default ISS altitude); the kept queries are the same, so both variants compare directly.
     """
-    from earthloc.eval import protocol
-
     areas = list(areas or protocol.TEST_AREAS)
     index_of = {id(p): i for i, p in enumerate(photos)}
     results = []
@@ -299,9 +299,6 @@ def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarra
 
 
 def _check_areas(areas: Sequence[str] | None) -> list[str]:
-    from earthloc.errors import InputError
-    from earthloc.eval import protocol
-
     areas = list(areas or protocol.TEST_AREAS)
     if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
         raise InputError("--area", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
@@ -311,7 +308,6 @@ def _check_areas(areas: Sequence[str] | None) -> list[str]:
 def _encode_needed(dataset: Path, model, db_frame, photos, areas, db_rot, q_rot, batch_size: int, progress: bool):
     """Descriptors (N, len(db_rot), D) and (P, len(q_rot), D); only rows some area uses are encoded
     (DB images < 5000 km from an area centre, photos whose nadir is < 2500 km), the rest stay zero."""
-    from earthloc.eval import protocol
     from earthloc.models.encode import encode
 
     need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
@@ -344,8 +340,6 @@ def run_official(
 
     ``model``: a loaded descriptor model (:func:`earthloc.models.registry.load_model`).
     """
-    from earthloc.errors import InputError
-
     if rotations not in ("db", "query"):
         raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
     areas = _check_areas(areas)

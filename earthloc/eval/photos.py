@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from earthloc.errors import InputError
+from earthloc.eval.protocol import positives_by_footprint, recall_at
 from earthloc.geo.tiles import TileBlock
 from earthloc.records import Photo
 
@@ -66,8 +67,6 @@ def positives(photo: Photo, frame: pd.DataFrame, rule: str) -> np.ndarray | None
     if rule == "centre":
         return None if photo.centre is None else centre_positives(photo.centre, frame)
     if rule == "footprint":
-        from earthloc.eval.protocol import positives_by_footprint
-
         if photo.footprint is None:
             return None
         return np.asarray(positives_by_footprint(photo.footprint, frame), dtype=np.int64)
@@ -113,8 +112,6 @@ class MethodScore:
 
 def recall_curve(hits: np.ndarray) -> np.ndarray:
     """``(depth,)`` percent: R@n for n = 1..depth from a ``(Q, depth)`` hit matrix (protocol's recall_at)."""
-    from earthloc.eval.protocol import recall_at
-
     depth = hits.shape[1]
     if hits.shape[0] == 0:
         return np.zeros(depth)
