@@ -1,6 +1,6 @@
 """DB build throughput and requests per DB image: earthloc's shared-tile builder vs the official-style downloader.
 
-Both run in this process against the same loopback tile server (tests/tileserver.py) and write real
+Both run against the same loopback tile server (tests/tileserver.py, in its own process) and write real
 1024-px JPEG DB images with the same code (earthloc.db.build.build_db, same workers, same HTTP client
 limits); they differ only in how tiles are obtained:
 
@@ -22,6 +22,10 @@ Run: ``.venv/bin/python -m benchmarks.db_build`` (a few minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,26 +36,9 @@ import httpx
 from benchmarks._record import record
 from earthloc.db.build import build_db
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.mosaic import MosaicSource
 from earthloc.sources.wmts import WmtsSource, _decode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from tileserver import TileServer  # noqa: E402  (the reusable test server)
-
-
-class RepeatingTiles:
-    """Serves, for any z/x/y, the real tile (y mod 12, x mod 12) of one 12x12 context at its own zoom."""
-
-    def __init__(self, mini: MosaicSource, context: str = "12_1164_2526"):
-        self.m = next(m for m in mini.mosaics if m.path.stem == context)
-        self.mini = mini
-        self.years = (2018,)
-
-    def covers(self, z, x, y, year) -> bool:
-        return year == 2018
-
-    def tile(self, z, x, y, year):
-        return self.mini.tile(self.m.zoom, self.m.col0 + x % 12, self.m.row0 + y % 12, year)
+TILESERVER = Path(__file__).resolve().parent.parent / "tests" / "tileserver.py"
 
 
 class UncachedWmts:
@@ -60,18 +47,35 @@ class UncachedWmts:
     def __init__(self, template: str, concurrency: int):
         self.template = template
         self.years = (2018,)
-        self.requests = 0
         self._client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency,
                                                                     max_keepalive_connections=concurrency))
 
     def tile(self, z, x, y, year):
-        self.requests += 1
         resp = self._client.get(self.template.format(z=z, x=x, y=y, year=year))
         resp.raise_for_status()
         return _decode(resp.content)
 
     def close(self):
         self._client.close()
+
+
+def _server(latency_ms: float) -> tuple[subprocess.Popen, str, str]:
+    """Start tests/tileserver.py in its own process (a tile server is another machine, not our GIL)."""
+    proc = subprocess.Popen([sys.executable, str(TILESERVER), "--port", "0", "--repeat", "12_1164_2526",
+                             "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.match(r"serving (\S+) and", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"tile server did not start: {line!r}")
+    template = m.group(1)
+    return proc, template, template.split("/tiles/")[0]
+
+
+def _stats(base: str, reset: bool = False) -> dict:
+    if reset:
+        httpx.get(base + "/_reset")
+    return json.loads(httpx.get(base + "/_stats").text)
 
 
 def main() -> None:
@@ -84,36 +88,40 @@ def main() -> None:
 
     blocks = [TileBlock(13, 3000 + 2 * i, 4000 + 2 * j) for i in range(args.side) for j in range(args.side)]
     tiles = {(2018, t.z, t.x, t.y) for b in blocks for t in b.tiles()}
-    server = TileServer(RepeatingTiles(MosaicSource.from_iss_mini()), latency_s=args.latency_ms / 1000).start()
-    for key in tiles:  # pre-encode every tile: both runs then measure fetching, not the server's encoder
-        server.tile_bytes(key)
-    with tempfile.TemporaryDirectory(prefix="earthloc-bench-") as tmp:
-        tmp = Path(tmp)
-        server.reset_counts()
-        base = UncachedWmts(server.template, args.workers)
-        t0 = time.perf_counter()
-        build_db(base, blocks[: args.baseline_images], [2018], tmp / "baseline", workers=args.workers, progress=False)
-        base_s = time.perf_counter() - t0
-        base.close()
-        base_n = min(args.baseline_images, len(blocks))
-        base_rpi, base_ips = server.n_requests / base_n, base_n / base_s
+    load0 = os.getloadavg()[0]
+    proc, template, base_url = _server(args.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory(prefix="earthloc-bench-") as tmp:
+            tmp = Path(tmp)
+            n_base = min(args.baseline_images, len(blocks))
+            _stats(base_url, reset=True)
+            base = UncachedWmts(template, args.workers)
+            t0 = time.perf_counter()
+            build_db(base, blocks[:n_base], [2018], tmp / "baseline", workers=args.workers, progress=False)
+            base_s = time.perf_counter() - t0
+            base.close()
+            base_rpi, base_ips = _stats(base_url)["n_requests"] / n_base, n_base / base_s
 
-        server.reset_counts()
-        src = WmtsSource(server.template, years=[2018], cache_dir=tmp / "cache", concurrency=args.workers,
-                         rate_per_host=None)
-        t0 = time.perf_counter()
-        build_db(src, blocks, [2018], tmp / "earthloc", workers=args.workers, progress=True)
-        ours_s = time.perf_counter() - t0
-        src.close()
-        ours_rpi, ours_ips = server.n_requests / len(blocks), len(blocks) / ours_s
-        assert server.n_requests == len(tiles), (server.n_requests, len(tiles))
-    server.stop()
+            _stats(base_url, reset=True)
+            src = WmtsSource(template, years=[2018], cache_dir=tmp / "cache", concurrency=args.workers,
+                             rate_per_host=None)
+            t0 = time.perf_counter()
+            build_db(src, blocks, [2018], tmp / "earthloc", workers=args.workers, progress=True)
+            ours_s = time.perf_counter() - t0
+            src.close()
+            st = _stats(base_url)
+            ours_rpi, ours_ips = st["n_requests"] / len(blocks), len(blocks) / ours_s
+            assert st["n_requests"] == st["distinct"] == len(tiles), (st, len(tiles))
+    finally:
+        proc.kill()
+        proc.wait()
 
     figures = (f"z13 region {args.side}x{args.side} places ({len(blocks)} images, {len(tiles)} tiles), "
-               f"server latency {args.latency_ms:g} ms, {args.workers} workers: earthloc {ours_ips:.1f} img/s, "
-               f"{ours_rpi:.3f} req/img; baseline (16 tiles/img, no sharing; first {base_n} images) "
-               f"{base_ips:.1f} img/s, {base_rpi:.2f} req/img; throughput x{ours_ips / base_ips:.2f}, "
-               f"requests /{base_rpi / ours_rpi:.2f}")
+               f"server in its own process, latency {args.latency_ms:g} ms, {args.workers} workers: "
+               f"earthloc {ours_ips:.1f} img/s, {ours_rpi:.3f} req/img; baseline (16 tiles/img, no sharing; "
+               f"first {n_base} images) {base_ips:.1f} img/s, {base_rpi:.2f} req/img; "
+               f"throughput x{ours_ips / base_ips:.2f}, requests /{base_rpi / ours_rpi:.2f}; "
+               f"load avg {load0:.1f} at start")
     print(figures)
     record(figures)
 

@@ -19,6 +19,7 @@ wmts:http://127.0.0.1:8077/tiles/{year}/{z}/{x}/{y}.jpg --years 2018`` at it.
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
 import socket
@@ -46,6 +47,31 @@ class Faults:
     status: dict = field(default_factory=dict)  # (year, z, x, y) -> fixed HTTP status, e.g. 403
     script: dict = field(default_factory=dict)  # (year, z, x, y) -> list of faults for successive requests
     seed: int = 0
+
+
+class RepeatingTiles:
+    """Any z/x/y gets the real tile (y mod 12, x mod 12) of one 12x12 iss_mini context at its own zoom.
+
+    For throughput benchmarks over regions larger than any real context: real Sentinel-2 tiles, with
+    realistic JPEG sizes and decode costs; geography is meaningless.
+    """
+
+    def __init__(self, mini=None, context: str = "12_1164_2526"):
+        from earthloc.sources.mosaic import MosaicSource
+
+        self.mini = mini or MosaicSource.from_iss_mini()
+        self.m = next(m for m in self.mini.mosaics if m.path.stem == context)
+        self.years = (self.m.year,)
+
+    def content_key(self, key: tuple) -> tuple:
+        year, _z, x, y = key
+        return (year, self.m.zoom, self.m.col0 + x % 12, self.m.row0 + y % 12)
+
+    def covers(self, z, x, y, year) -> bool:
+        return year == self.m.year
+
+    def tile(self, z, x, y, year):
+        return self.mini.tile(*self.content_key((year, z, x, y))[1:], year)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -130,6 +156,8 @@ class TileServer:
 
     def tile_bytes(self, key: tuple) -> bytes | None:
         """Encoded tile for (year, z, x, y), or None when the imagery does not cover it."""
+        if hasattr(self.source, "content_key"):  # sources that repeat content: encode each content once
+            key = self.source.content_key(key)
         with self._lock:
             if key in self._bytes:
                 return self._bytes[key]
@@ -197,6 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
                 ts.in_flight -= 1
 
     def _serve(self, ts: TileServer) -> None:
+        if self.path == "/_stats":  # for a server running in another process
+            with ts._lock:
+                stats = {"n_requests": sum(ts.counts.values()), "distinct": len(ts.counts),
+                         "outcomes": dict(ts.outcomes), "peak_in_flight": ts.peak_in_flight}
+            return self._plain(200, json.dumps(stats).encode())
+        if self.path == "/_reset":
+            ts.reset_counts()
+            return self._plain(200, b"reset")
         key = _parse(self.path)
         if key is None:
             return self._plain(404, b"unknown path")
@@ -244,12 +280,17 @@ class _Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(description="Serve iss_mini tiles on 127.0.0.1 (test server).")
+    ap = argparse.ArgumentParser(description="Serve real iss_mini tiles on 127.0.0.1 (test/benchmark server). "
+                                             "GET /_stats for counts, /_reset to zero them.")
     ap.add_argument("--port", type=int, default=8077)
     ap.add_argument("--format", choices=["jpeg", "png"], default="jpeg")
     ap.add_argument("--p500", type=float, default=0.0)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--repeat", metavar="CONTEXT", help="serve every tile from this context, repeated")
     args = ap.parse_args()
-    srv = TileServer(fmt=args.format, port=args.port, faults=Faults(p_500=args.p500)).start()
+    src = RepeatingTiles(context=args.repeat) if args.repeat else None
+    srv = TileServer(src, fmt=args.format, port=args.port, faults=Faults(p_500=args.p500),
+                     latency_s=args.latency_ms / 1000).start()
     print(f"serving {srv.template} and {srv.eox_template}", flush=True)
     try:
         while True:
