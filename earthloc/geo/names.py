@@ -284,6 +284,7 @@ def parse_any_name(name_or_path: str | PurePath) -> DbImageName | PhotoName | Ea
 
 
 def is_official_name(name: str) -> bool:
-    """Cheap check: does this file name look like an ``@``-joined official name?"""
+    """Does this file name claim to be an ``@``-joined official name (starts with '@', has >= 3 '@')?
+    Such names are parsed strictly: a wrong field count is an error, not a plain file name."""
     base = _basename(name)
-    return base.startswith("@") and base.count("@") in (9, 15)
+    return base.startswith("@") and base.count("@") >= 3
