@@ -83,7 +83,8 @@ def photos(
                                                                        "(iss_mini/candidates.csv)."),
     checkpoint: list[Path] = typer.Option([], "--checkpoint", help="Weights of indexes built from a checkpoint."),
     rule: list[str] = typer.Option([], "--rule", help="Positive rule(s): 'centre' (DB image contains NASA's centre "
-                                                      "point), 'footprint' (overlaps the footprint). Default both."),
+                                                      "point), 'footprint' (overlaps the footprint), 'iou>=T' (IoU with "
+                                                      "the footprint at least T). Default: centre and footprint."),
     k: int = typer.Option(100, "--k", min=1, help="Candidates ranked per photo."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random-choice ranking."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the report (Markdown, PNGs, HTML map) here."),
@@ -92,13 +93,12 @@ def photos(
     import shlex
     import sys
 
-    from earthloc.eval.photos import RULES, benchmark
+    from earthloc.eval.photos import RULES, benchmark, parse_rule
     from earthloc.eval.report import markdown_table
     from earthloc.photos import load_photos
 
     for r in rule:
-        if r not in RULES:
-            raise InputError("--rule", f"unknown rule {r!r}; use one of {list(RULES)}")
+        parse_rule(r)
     if reference is not None and not reference.is_file():
         raise InputError(reference, "reference candidates file not found")
     photo_list = load_photos(photos_src)

@@ -62,15 +62,29 @@ def centre_positives(centre: tuple[float, float], frame: pd.DataFrame) -> np.nda
     return np.flatnonzero(inside)
 
 
+def parse_rule(rule: str) -> tuple[str, float]:
+    """``"centre"`` -> ("centre", 0); ``"footprint"`` -> ("footprint", 0) (any overlap, IoU > 0);
+    ``"iou>=0.25"`` -> ("footprint", 0.25) (the authors' stricter lists). Anything else: InputError."""
+    if rule in ("centre", "footprint"):
+        return rule, 0.0
+    if rule.startswith("iou>="):
+        try:
+            t = float(rule[5:])
+        except ValueError:
+            t = -1.0
+        if 0 < t <= 1:
+            return "footprint", t
+    raise InputError("--rule", f"unknown positive rule {rule!r}; use centre, footprint or iou>=T (0 < T <= 1)")
+
+
 def positives(photo: Photo, frame: pd.DataFrame, rule: str) -> np.ndarray | None:
     """Positive rows of ``frame`` for ``photo`` under ``rule``; None when the photo lacks that truth."""
-    if rule == "centre":
+    kind, min_iou = parse_rule(rule)
+    if kind == "centre":
         return None if photo.centre is None else centre_positives(photo.centre, frame)
-    if rule == "footprint":
-        if photo.footprint is None:
-            return None
-        return np.asarray(positives_by_footprint(photo.footprint, frame), dtype=np.int64)
-    raise InputError("--rule", f"unknown positive rule {rule!r}; use one of {RULES}")
+    if photo.footprint is None:
+        return None
+    return np.asarray(positives_by_footprint(photo.footprint, frame, min_iou=min_iou), dtype=np.int64)
 
 
 # --- scores --------------------------------------------------------------------------------------
@@ -145,7 +159,7 @@ def score_lists(
         if db_frame is not None:
             pos = positives(photo, db_frame, rule)
             if pos is None:
-                dropped[photo.mrf] = f"no {rule} truth"
+                dropped[photo.mrf] = f"no {parse_rule(rule)[0]} truth"
                 continue
             if len(pos) == 0:
                 dropped[photo.mrf] = f"no DB image is a {rule} positive"
@@ -155,7 +169,7 @@ def score_lists(
         if tiles:
             cand_pos = positives(photo, tiles_frame(tiles), rule)
             if cand_pos is None:
-                dropped[photo.mrf] = f"no {rule} truth"
+                dropped[photo.mrf] = f"no {parse_rule(rule)[0]} truth"
                 continue
             hit[cand_pos] = True
         rows.append(hit)

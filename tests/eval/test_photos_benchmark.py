@@ -185,3 +185,19 @@ def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, is
     assert rnd.note.startswith("exact expectation")
     # the second reference row scores the reference lists on exactly the photos the DB rows keep
     assert {o.mrf for o in ref_same.outcomes} == {o.mrf for o in model.outcomes}
+
+
+def test_iou_rule_is_stricter_than_overlap():
+    from earthloc.errors import InputError
+    from earthloc.eval.photos import parse_rule
+
+    w, s, e, n = A.bounds  # a footprint covering the west quarter of A: IoU with A = 1/4 (lon-linear, same lat span)
+    fp = Footprint.from_bounds(w, s, w + (e - w) / 4, n)
+    photo = Photo("Q", footprint=fp, centre=fp.centroid)
+    assert score_lists("m", [photo], [[A]], "footprint", depth=1).curve.tolist() == [100.0]
+    assert score_lists("m", [photo], [[A]], "iou>=0.2", depth=1).curve.tolist() == [100.0]
+    assert score_lists("m", [photo], [[A]], "iou>=0.3", depth=1).curve.tolist() == [0.0]
+    assert parse_rule("iou>=0.25") == ("footprint", 0.25)
+    for bad in ("iou>=0", "iou>=x", "nearest"):
+        with pytest.raises(InputError):
+            parse_rule(bad)
