@@ -247,6 +247,7 @@ def evaluate_areas(
     ns: Sequence[int] = (1, 5, 10, 20, 100),
     query_radius_km: float = 2500.0,
     db_radius_km: float = 5000.0,
+    desc_row: np.ndarray | None = None,
 ) -> list[AreaResult]:
     """The official protocol from descriptors: ``query_desc`` (P, Rq, D) for ``photos``, ``db_desc``
     (N, Rd, D) for the rows of ``db_frame``; ``rotations="db"`` wants Rq=1, Rd=4, ``"query"`` Rq=4, Rd=1.
@@ -256,6 +257,8 @@ def evaluate_areas(
     query with no positive or with a positive outside the area's DB subset). ``visible_area``: each
     query searches only the area DB images whose centre lies in its own visible disk (ISS nadir; altitude,
     else the default ISS altitude); the kept queries are the same, so both variants compare directly.
+    ``desc_row``: (N,) row of ``db_desc`` holding each DB image (-1: not encoded), when ``db_desc`` holds
+    only the images some area uses (the whole 4x rotated DB would not fit in memory).
     """
     areas = list(areas or protocol.TEST_AREAS)
     index_of = {id(p): i for i, p in enumerate(photos)}
@@ -269,7 +272,8 @@ def evaluate_areas(
         local_pos = [where[np.asarray(pos, np.int64)] for pos in aset.positives]
         allowed = _visible_masks(list(aset.photos), db_frame, db_rows) if visible_area else None
         unreachable = 0 if allowed is None else sum(not m[p].any() for m, p in zip(allowed, local_pos))
-        qd, dd = query_desc[kept], db_desc[db_rows]
+        qd = query_desc[kept]
+        dd = db_desc[db_rows] if desc_row is None else db_desc[desc_row[db_rows]]
         if rotations == "db":
             ranking = rank_db_rotated(qd[:, 0], dd, k, allowed=allowed)
         else:
@@ -306,23 +310,26 @@ def _check_areas(areas: Sequence[str] | None) -> list[str]:
 
 
 def _encode_needed(dataset: Path, model, db_frame, photos, areas, db_rot, q_rot, batch_size: int, progress: bool):
-    """Descriptors (N, len(db_rot), D) and (P, len(q_rot), D); only rows some area uses are encoded
-    (DB images < 5000 km from an area centre, photos whose nadir is < 2500 km), the rest stay zero."""
+    """Descriptors of what some area uses: DB images < 5000 km from an area centre, (M, len(db_rot), D),
+    with ``desc_row`` (N,) mapping DB table rows to them (-1: not encoded); photos whose nadir is < 2500 km
+    from one, (P, len(q_rot), D) (other photos stay zero, they are never searched)."""
     from earthloc.models.encode import encode
 
     need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
     selected = {id(p) for a in areas for p in protocol.select_photos(photos, a)}
     need_q = np.array([i for i, p in enumerate(photos) if id(p) in selected], dtype=np.int64)
     dim = int(model.descriptor_dim)
-    db_desc = np.zeros((len(db_frame), len(db_rot), dim), np.float32)
+    desc_row = np.full(len(db_frame), -1, np.int64)
+    desc_row[need_db] = np.arange(len(need_db))
+    db_desc = np.zeros((len(need_db), len(db_rot), dim), np.float32)
     q_desc = np.zeros((len(photos), len(q_rot), dim), np.float32)
     if len(need_db):
         paths = [Path(dataset) / p for p in db_frame["path"].to_numpy()[need_db]]
-        db_desc[need_db] = encode(model, paths, rotations=db_rot, batch_size=batch_size, progress=progress)
+        db_desc[:] = encode(model, paths, rotations=db_rot, batch_size=batch_size, progress=progress)
     if len(need_q):
         q_desc[need_q] = encode(model, [photos[i].path for i in need_q], rotations=q_rot, batch_size=batch_size,
                                 progress=progress)
-    return db_desc, q_desc
+    return db_desc, desc_row, q_desc
 
 
 def run_official(
@@ -345,8 +352,9 @@ def run_official(
     areas = _check_areas(areas)
     db_frame, photos, year = load_dataset(Path(dataset), year)
     db_rot, q_rot = (ROTATIONS, (0,)) if rotations == "db" else ((0,), ROTATIONS)
-    db_desc, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, db_rot, q_rot, batch_size, progress)
-    results = evaluate_areas(photos, db_frame, q_desc, db_desc, rotations, visible_area, areas, k)
+    db_desc, desc_row, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, db_rot, q_rot,
+                                               batch_size, progress)
+    results = evaluate_areas(photos, db_frame, q_desc, db_desc, rotations, visible_area, areas, k, desc_row=desc_row)
     return OfficialRun(str(dataset), getattr(model, "name", "?"), rotations, visible_area, year, tuple(results))
 
 
@@ -363,13 +371,13 @@ def run_official_variants(
     (official counting), query rotations (merged), and each with the visible-area restriction."""
     areas = _check_areas(areas)
     db_frame, photos, year = load_dataset(Path(dataset), year)
-    db_desc, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, ROTATIONS, ROTATIONS,
-                                     batch_size, progress)
+    db_desc, desc_row, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, ROTATIONS, ROTATIONS,
+                                               batch_size, progress)
     runs = []
     for rotations in ("db", "query"):
         qd, dd = (q_desc[:, :1], db_desc) if rotations == "db" else (q_desc, db_desc[:, :1])
         for visible in (False, True):
-            results = evaluate_areas(photos, db_frame, qd, dd, rotations, visible, areas, k)
+            results = evaluate_areas(photos, db_frame, qd, dd, rotations, visible, areas, k, desc_row=desc_row)
             runs.append(OfficialRun(str(dataset), getattr(model, "name", "?"), rotations, visible, year,
                                     tuple(results)))
     return runs
