@@ -90,6 +90,25 @@ def test_iou_against_the_authors_lists(overlap_pairs):
     assert (near < 0.015).all(), off
 
 
+def test_how_the_authors_computed_iou(overlap_pairs, meta):
+    """Explaining the gap: the same IoU computed planar in (lon, sin lat) - the spherical cylindrical
+    equal-area plane in which the official areas are computed - agrees with the lists on 99.93% of
+    all pairs (ours, in LAEA metres: 99.80%). Same areas, different straight edges: IoUs differ < 0.02."""
+    import shapely
+
+    q = pd.read_csv(meta / "queries.csv").set_index("mrf")
+    db = pd.read_csv(meta / "db_tiles_2021.csv").set_index(["zoom", "tile_row", "tile_col"])
+    ov = overlap_pairs
+    cea = lambda x: np.stack([np.radians(x[..., 1]), np.sin(np.radians(x[..., 0]))], axis=-1)  # noqa: E731
+    a = shapely.make_valid(shapely.polygons(cea(q.loc[ov.mrf, list(CORNERS)].to_numpy().reshape(-1, 4, 2))))
+    b = shapely.polygons(cea(db.loc[list(zip(ov.zoom, ov.tile_row, ov.tile_col)), list(CORNERS)].to_numpy().reshape(-1, 4, 2)))
+    inter = shapely.area(shapely.intersection(a, b))
+    theirs = inter / (shapely.area(a) + shapely.area(b) - inter)
+    ok = np.where(ov.iou_gt == 0.5, theirs >= 0.5, (theirs >= 0.25) & (theirs < 0.5))
+    assert ok.mean() >= 0.998
+    assert np.abs(theirs - ov.iou).max() < 0.02
+
+
 def test_iou_pairs_are_complete(meta):
     """For photos in the lists, every DB tile (of the listed set) with our IoU >= 0.26 is listed: the
     136 unlisted pairs >= 0.25 (of 5,369 photos) all have IoU < 0.256."""
