@@ -93,6 +93,23 @@ def nadir_filter(loc) -> list[bool]:
                                              lats, lons)]
 
 
+def _figure(run_file: Path, mrf: str, out: Path, data: Path | None) -> None:
+    from earthloc.refine.context import IssMiniContexts
+    from earthloc.refine.evaluate import read_run
+    from earthloc.refine.iss_mini import load_iss_mini
+    from earthloc.refine.report import figure
+
+    root = _iss_mini(data)
+    rec = next((r for r in read_run(run_file) if r["mrf"] == mrf), None)
+    loc = next((l for l in load_iss_mini(root) if l.photo.mrf == mrf), None)
+    if rec is None or loc is None:
+        raise InputError("--figure-photo", f"{mrf} is not in {run_file}")
+    try:
+        figure(loc, rec, IssMiniContexts(root), out)
+    except ValueError as err:
+        raise InputError("--figure-photo", str(err)) from None
+
+
 @refine_app.command("calibrate")
 def calibrate_cmd(
     run_file: Path = typer.Argument(..., help="Run file from `earthloc refine run`."),
@@ -117,12 +134,16 @@ def report_cmd(
     out: Path = typer.Option(None, "--out", help="Markdown report (default: print)."),
     precision: float = typer.Option(0.99, "--precision", help="Precision for the cross-validated confidence threshold."),
     data: Path = typer.Option(None, "--data", help="iss_mini folder (default: $EARTHLOC_SHARED/data/iss_mini)."),
+    figure: Path = typer.Option(None, "--figure", help="Also draw a PNG of one photo's refinement (first run)."),
+    figure_photo: str = typer.Option("ISS050-E-70536", "--figure-photo", help="MRF drawn by --figure."),
 ) -> None:
     """Recall before/after re-ranking, footprint accuracy and timing, one row per run (markdown)."""
     from earthloc.atomic import write_text
     from earthloc.refine.report import render
 
     text = render(_outcomes(list(runs), data), precision)
+    if figure is not None:
+        _figure(runs[0], figure_photo, figure, data)
     if out is None:
         typer.echo(text)
     else:

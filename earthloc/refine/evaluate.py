@@ -24,7 +24,7 @@ from earthloc.refine.calibration import Calibration, fit_calibration
 from earthloc.refine.context import ContextProvider
 from earthloc.refine.homography import Refinement
 from earthloc.refine.matchers import Matcher
-from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS, refine_localization, rerank_order
+from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS, best_refinement, refine_localization, rerank_order
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -82,6 +82,7 @@ class PhotoOutcome:
     footprints: list  # refined footprint per candidate, None if rejected
     candidates: tuple  # the Candidates, retrieval order
     seconds: float
+    iterations: int = 4  # the run's iteration budget
 
 
 def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable | None = None) -> list[PhotoOutcome]:
@@ -106,7 +107,7 @@ def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable
             cen.append(fp)
         vis = visible_fn(loc) if visible_fn else [True] * len(hits)
         res.append(PhotoOutcome(rec["mrf"], hits, list(vis), inl, acc, cor, cor3, dist, ctx, cen,
-                                loc.candidates, rec["seconds"]))
+                                loc.candidates, rec["seconds"], rec.get("iterations", 4)))
     return res
 
 
@@ -120,8 +121,9 @@ def reranked_order(o: PhotoOutcome, keep: list[bool] | None = None,
 
 
 def _refined(o: PhotoOutcome, order: list[int]) -> int | None:
-    """The candidate whose refinement is the photo's refined footprint: the first accepted in ``order``."""
-    return next((i for i in order if o.accepted[i]), None)
+    """The candidate (among ``order``) whose refinement is the photo's refined footprint."""
+    k = best_refinement([o.accepted[i] for i in order], [o.inliers[i] for i in order])
+    return None if k is None else order[k]
 
 
 def calibration_samples(outs: list[PhotoOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from earthloc.refine.evaluate import PhotoOutcome, leave_one_photo_out, metrics, reranked_order
+import numpy as np
+
+from earthloc.refine.evaluate import PhotoOutcome, _refined, leave_one_photo_out, metrics, reranked_order
+from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS
 
 _COLS = ("R@1 given", "R@1 nadir filter", "R@1 re-ranked", "R@1 nadir filter + re-ranked", "R@10 given (ceiling)",
          "R@10 with context imagery", "centre in refined footprint", "centre in refined footprint x3",
          "median km refined centre -> true centre", "seconds per photo (median)")
+
+
+def outs_it(outs: list[PhotoOutcome]) -> int:
+    """Iterations the run used (stored per record)."""
+    return outs[0].iterations if outs else 4
 
 
 def _fmt(v) -> str:
@@ -19,19 +27,30 @@ def _fmt(v) -> str:
 def render(runs: dict[Path, tuple[str, list[PhotoOutcome]]], precision: float = 0.99) -> str:
     """One summary row per run, then per-photo detail of the first run."""
     lines = ["# Refinement and re-ranking on iss_mini", "",
-             "Regenerate: `" + "earthloc refine report " + " ".join(str(p) for p in runs) +
-             f" --precision {precision} --out docs/results/refinement.md` (runs from `earthloc refine run`).", ""]
-    rows = []
+             "Regenerate (one run per matcher; runs resume, about a minute of CPU per photo for xfeat-lg):", "",
+             "```", *[f"nice earthloc refine run --matcher {m} --iterations {outs_it(o)} --threads 1 --out {p}"
+                      for p, (m, o) in runs.items()],
+             "earthloc refine report " + " ".join(str(p) for p in runs) + f" --precision {precision} "
+             "--out docs/results/refinement.md --figure docs/figures/refine_example.png", "```", "",
+             "Method: every candidate of the worldwide EarthLoc list that has a context image is refined "
+             "(iterative homography, retrieval rotation applied); re-ranking puts first the candidates overlapping "
+             "the footprint of the strongest *verified* refinement (inliers at or above the calibrated threshold), "
+             "largest overlap first. The threshold and the confidence come from a logistic fit of correct "
+             "(NASA centre inside the 3x footprint) against inliers; to avoid calibrating and evaluating on the same "
+             "photo, every photo's threshold here is fitted on the *other* photos (leave-one-photo-out). The nadir "
+             "filter drops candidates whose block centre lies outside the disk visible from the ISS at the photo's "
+             "nadir (415 km altitude).", ""]
+    rows, cvs = [], []
     for path, (matcher, outs) in runs.items():
         cv = leave_one_photo_out(outs, matcher, precision)
-        m = metrics(outs, cv)
-        rows.append((matcher, m))
+        cvs.append(cv)
+        rows.append((f"{matcher}, {outs_it(outs)} it.", metrics(outs, cv)))
     n = rows[0][1]["photos"] if rows else 0
     lines += [f"{n} photos (iss_mini photos with candidates); recall in percent of those photos; a candidate is a "
               "hit when NASA's centre point lies in its 4x4 block. Footprint rows are over all photos (a photo with "
               "no accepted refinement counts as a miss); distance is the median over photos with an accepted "
               "top-1 refinement.", "",
-              "| matcher | " + " | ".join(_COLS) + " | accepted top-1 | confident (leave-one-photo-out) correct/total |",
+              "| matcher, iterations | " + " | ".join(_COLS) + " | accepted top-1 | confident (leave-one-photo-out) correct/total |",
               "|---" * (len(_COLS) + 3) + "|"]
     for matcher, m in rows:
         lines.append(f"| {matcher} | " + " | ".join(_fmt(m[c]) for c in _COLS) +
@@ -39,16 +58,66 @@ def render(runs: dict[Path, tuple[str, list[PhotoOutcome]]], precision: float = 
     if rows:
         matcher, outs = next(iter(runs.values()))
         lines += ["", f"## Per photo ({matcher})", "",
-                  "hits: candidates (retrieval order) whose 4x4 block holds the centre, H = hit, . = miss, _ = no context "
-                  "imagery; top-1 after re-ranking with its inliers and whether its refined footprint holds the centre "
-                  "(as is / x3).", "",
-                  "| photo | hits | top-1 re-ranked (orig. rank) | inliers | in / x3 | km | s |", "|---|---|---|---|---|---|---|"]
-        for o in outs:
-            hits = "".join(("H" if h else ".") if c else "_" for h, c in zip(o.hits, o.has_context))
-            t = reranked_order(o)[0]
-            acc = o.accepted[t]
-            lines.append(f"| {o.mrf} | `{hits}` | {t}{' (unverified)' if not acc else ''} | {o.inliers[t] if acc else '-'} | "
-                         f"{'%d / %d' % (o.correct[t], o.correct3[t]) if acc else '-'} | "
-                         f"{'%.1f' % o.dist_km[t] if acc else '-'} | {o.seconds:.1f} |")
+                  "hits: candidates in retrieval order, H = its 4x4 block holds NASA's centre, . = it does not, "
+                  "lower case = no context imagery (cannot be refined). Top-1: the candidate first after re-ranking "
+                  "(original rank; * = hit). Refined: the candidate whose refinement gives the footprint, its inliers, "
+                  "whether the footprint holds the centre (as is / x3) and the centroid's distance to the centre; "
+                  "bar: the leave-one-photo-out inlier threshold used for this photo.", "",
+                  "| photo | hits | top-1 | refined | inliers | bar | in / x3 | km | s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for o, cal in zip(outs, cvs[0]):
+            hits = "".join(("H" if h else ".") if c else ("h" if h else ",") for h, c in zip(o.hits, o.has_context))
+            bar = cal.threshold_inliers if cal is not None else DEFAULT_VERIFY_INLIERS
+            order = reranked_order(o, None, bar)
+            t, r = order[0], _refined(o, order)
+            ref = (f"{r} | {o.inliers[r]} | {bar} | {int(o.correct[r])} / {int(o.correct3[r])} | {o.dist_km[r]:.1f}"
+                   if r is not None else f"- | - | {bar} | - | -")
+            lines.append(f"| {o.mrf} | `{hits}` | {t}{'*' if o.hits[t] else ''} | {ref} | {o.seconds:.1f} |")
     lines += ["", f"Generated by `{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}`.", ""]
     return "\n".join(lines)
+
+
+def figure(loc, rec: dict, provider, out: Path) -> Path:
+    """PNG: the photo beside the context of its best refined candidate, with the refined footprint (red),
+    NASA's footprint (yellow, dashed), NASA's centre (cyan x) and the candidate block (white)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from earthloc.atomic import atomic_path
+    from earthloc.geo.footprint import Footprint
+    from earthloc.refine.rerank import load_photo_rgb
+
+    refined = [d for d in rec["candidates"] if d["footprint"]]
+    if not refined:
+        raise ValueError(f"{rec['mrf']}: no accepted refinement to draw")
+    best = max(refined, key=lambda d: d["inliers"])
+    cand = loc.candidates[best["rank"]]
+    ctx = provider.context(cand)
+    h, w = ctx.image.shape[:2]
+
+    def px(fp: Footprint):
+        x, y = ctx.block.lonlat_to_pixel(fp.lons, fp.lats, w, h)
+        return np.r_[x, x[:1]], np.r_[y, y[:1]]
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 5))
+    a.imshow(load_photo_rgb(loc.photo.path))
+    a.set_title(f"{loc.photo.mrf} (as published)")
+    b.imshow(ctx.image)
+    b.plot(*px(Footprint(tuple(tuple(p) for p in best["footprint"]))), "r-", lw=2, label=f"refined ({best['inliers']} inliers)")
+    if loc.photo.footprint is not None:
+        b.plot(*px(loc.photo.footprint), "y--", lw=1.5, label="NASA footprint")
+    if loc.photo.centre is not None:
+        cx, cy = ctx.block.lonlat_to_pixel(loc.photo.centre[1], loc.photo.centre[0], w, h)
+        b.plot(cx, cy, "cx", ms=12, mew=3, label="NASA centre")
+    b.plot(*px(cand.footprint), "w-", lw=1, label=f"candidate {cand.tile.name} (rank {best['rank']}, R={cand.rotation_deg})")
+    b.set_title(f"12x12-tile context, z{cand.tile.zoom}")
+    b.legend(loc="lower left", fontsize=7)
+    for ax in (a, b):
+        ax.set_axis_off()
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return out

@@ -5,9 +5,9 @@ the calibrated inlier threshold) says where the photo is: its refined footprint 
 candidates whose 4x4 block overlaps F (the official EarthLoc notion of a correct DB tile), largest
 overlap (km²) first, verified or not: the tile that best covers the photo; then the other verified
 candidates by inliers (another place that also matched); then everything else in retrieval order. Weak verifications (accepted below the
-threshold) reorder nothing: they are as likely to be a wrong place as a right one. The first
-accepted refinement in the new order gives the localisation's ``refined_footprint``, ``inliers``
-and ``confidence``.
+threshold) reorder nothing: they are as likely to be a wrong place as a right one. The accepted
+refinement with the most inliers gives the localisation's ``refined_footprint``, ``inliers`` and
+``confidence`` (low when it is below the threshold).
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ def load_photo_rgb(path: Path) -> np.ndarray:
 DEFAULT_VERIFY_INLIERS = 30  # without a calibration: about what leave-one-photo-out fits give for xfeat-lg
 
 
+def best_refinement(accepted: Sequence[bool], inliers: Sequence[int]) -> int | None:
+    """Index of the accepted refinement with the most inliers (earliest on ties), or ``None``."""
+    ok = [i for i in range(len(accepted)) if accepted[i]]
+    return max(ok, key=lambda i: (inliers[i], -i)) if ok else None
+
+
 def rerank_order(candidates: Sequence[Candidate], accepted: Sequence[bool], inliers: Sequence[int],
                  footprints: Sequence[Footprint | None], verify_inliers: int) -> list[int]:
     """Indices of ``candidates`` in re-ranked order (see the module docstring); ``footprints``: each
@@ -84,7 +90,8 @@ def rerank(loc: Localization, refinements: list[Refinement], calibration: Calibr
                           [r.inliers for r in refinements],
                           [r.footprint for r in refinements], verify)
     refs = tuple(refinements[i] for i in ranked)
-    best = next((r for r in refs if r.accepted), None)
+    k = best_refinement([r.accepted for r in refinements], [r.inliers for r in refinements])
+    best = refinements[k] if k is not None else None
     new = Localization(
         photo=loc.photo,
         candidates=tuple(r.candidate for r in refs),
