@@ -125,16 +125,18 @@ def areas(
     photo_radius_km: float = typer.Option(2500.0, "--photo-radius-km", help="Photo selection radius around the area "
                                                                             "centre (ISS nadir distance)."),
     db_radius_km: float = typer.Option(5000.0, "--db-radius-km", help="DB selection radius (footprint centre distance)."),
+    year: Optional[int] = typer.Option(None, "--year", help="DB year (default 2021, the official test year, else the latest)."),
 ) -> None:
     """Per official test area: how many photos (nadir < 2500 km) and DB images (centre < 5000 km) are selected;
     with --db also how many photos survive the official drop rule (a positive in the DB, all positives inside)."""
-    from earthloc.eval.protocol import TEST_AREAS, build_area_set, load_db_table, select_db_mask, select_photos
+    from earthloc.eval.protocol import TEST_AREAS, build_area_set, db_for_year, load_db_table, select_db_mask, select_photos
     from earthloc.photos import load_photos
 
     photo_list = load_photos(queries)
-    table = load_db_table(db) if db is not None else None
+    table, db_year = db_for_year(load_db_table(db), year) if db is not None else (None, None)
     with_nadir = sum(p.nadir is not None for p in photo_list)
-    typer.echo(f"{len(photo_list)} photos ({with_nadir} with a nadir)" + ("" if table is None else f", {len(table)} DB images"))
+    typer.echo(f"{len(photo_list)} photos ({with_nadir} with a nadir)"
+               + ("" if table is None else f", {len(table)} DB images" + (f" of {db_year}" if db_year else "")))
     head = f"{'area':<8} {'centre':>13} {'photos':>7}"
     typer.echo(head + ("" if table is None else f" {'db':>7} {'kept':>6} {'no_pos':>6} {'outside':>7} {'no_fp':>6}"))
     for name, (lat, lon) in TEST_AREAS.items():

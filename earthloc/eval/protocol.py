@@ -258,3 +258,15 @@ def load_db_table(source: Path | str) -> pd.DataFrame:
         raise InputError(f"{source}: row {i + 2}", "corner/centre is not a number or outside lat/lon range")
     frame[need] = values
     return frame
+
+
+def db_for_year(db_frame: pd.DataFrame, year: int | None = None) -> tuple[pd.DataFrame, int | None]:
+    """The rows of one DB year: ``year``, else 2021 (the official test year) when present, else the
+    latest. Tables without a ``year`` column are returned whole (year None)."""
+    if "year" not in db_frame.columns or len(db_frame) == 0:
+        return db_frame, year
+    years = sorted(int(y) for y in db_frame["year"].unique())
+    pick = year if year is not None else (2021 if 2021 in years else years[-1])
+    if pick not in years:
+        raise InputError("--year", f"no DB images of {pick}; the DB has {years}")
+    return db_frame[db_frame["year"].to_numpy() == pick], pick

@@ -5,8 +5,8 @@
 * :func:`iss_state`: ISS sub-satellite point (WGS84 geodetic) and height at a UTC time, propagated
   with SGP4 (``sgp4``; UT1 and GMST from ``skyfield``; geodetic from ``pyproj``) from the TLE closest
   in epoch in ``orbits/iss_tle.txt`` (49,359 TLEs 1998-2024, not chronological: sorted once, cached).
-* :func:`ground_track` / :func:`closest_track_point`: where on a UTC day's ground track a nadir lies
-  (recovers the exposure time of a photo whose metadata has only the date and the nadir).
+* :func:`ground_track` / :func:`closest_track_point` / :func:`time_from_nadir`: where on a UTC day's
+  ground track a nadir lies (recovers the exposure time of a photo known by its date and nadir).
 * :func:`in_visible_disk`: which points (e.g. DB image centres) lie in the disk.
 """
 
@@ -143,20 +143,25 @@ def _utc(when: datetime) -> datetime:
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
+def _nearest_indices(tles: _Tles, seconds: np.ndarray) -> np.ndarray:
+    """Index of the TLE nearest in epoch to each POSIX time; InputError when one is too far."""
+    t = np.atleast_1d(np.asarray(seconds, dtype=np.float64))
+    j = np.clip(np.searchsorted(tles.epochs, t), 1, len(tles.epochs) - 1) if len(tles.epochs) > 1 else np.zeros(len(t), int)
+    k = np.where(np.abs(tles.epochs[j - 1] - t) <= np.abs(tles.epochs[j] - t), j - 1, j) if len(tles.epochs) > 1 else j
+    worst = int(np.argmax(np.abs(tles.epochs[k] - t)))
+    if abs(tles.epochs[k[worst]] - t[worst]) > MAX_TLE_AGE.total_seconds():
+        first, last = (_EPOCH0 + timedelta(seconds=float(tles.epochs[i])) for i in (0, -1))
+        when = _EPOCH0 + timedelta(seconds=float(t[worst]))
+        raise InputError(when.isoformat(), f"no ISS TLE within {MAX_TLE_AGE.days} days (TLEs cover "
+                                           f"{first:%Y-%m-%d} to {last:%Y-%m-%d})")
+    return k
+
+
 def nearest_tle(when: datetime, tle_path: Path | str | None = None) -> tuple[str, str, datetime]:
     """The TLE closest in epoch to ``when`` (UTC; naive = UTC): ``(line1, line2, epoch)``."""
     tles = load_tles(tle_path)
-    t = (_utc(when) - _EPOCH0).total_seconds()
-    j = int(np.searchsorted(tles.epochs, t))
-    cand = [k for k in (j - 1, j) if 0 <= k < len(tles.epochs)]
-    k = min(cand, key=lambda c: abs(tles.epochs[c] - t))
-    epoch = _EPOCH0 + timedelta(seconds=float(tles.epochs[k]))
-    if abs(epoch - _utc(when)) > MAX_TLE_AGE:
-        first = _EPOCH0 + timedelta(seconds=float(tles.epochs[0]))
-        last = _EPOCH0 + timedelta(seconds=float(tles.epochs[-1]))
-        raise InputError(when.isoformat(), f"no ISS TLE within {MAX_TLE_AGE.days} days (TLEs cover "
-                                           f"{first:%Y-%m-%d} to {last:%Y-%m-%d})")
-    return (*tles.lines[k], epoch)
+    k = int(_nearest_indices(tles, np.array([(_utc(when) - _EPOCH0).total_seconds()]))[0])
+    return (*tles.lines[k], _EPOCH0 + timedelta(seconds=float(tles.epochs[k])))
 
 
 _ECEF_TO_WGS84 = None
@@ -200,24 +205,30 @@ def iss_state(when: datetime, tle_path: Path | str | None = None) -> IssState:
 @dataclass(frozen=True)
 class GroundTrack:
     """ISS ground track sampled every ``step_s`` seconds: POSIX ``seconds`` and geodetic ``lat``,
-    ``lon`` (deg), ``altitude_km``, all ``(T,)``; propagated with the TLE nearest the span's middle."""
+    ``lon`` (deg), ``altitude_km``, all ``(T,)``. Each sample uses the TLE nearest its own time (as
+    :func:`iss_state` does), so a track and single states agree; ``tle_epochs`` lists those used."""
 
     seconds: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
     altitude_km: np.ndarray
-    tle_epoch: datetime
+    tle_epochs: tuple[datetime, ...]
 
 
 def ground_track(start: datetime, end: datetime, step_s: float = 10.0, tle_path: Path | str | None = None) -> GroundTrack:
-    """The ISS ground track between two UTC times (one TLE, the one nearest the middle)."""
+    """The ISS ground track between two UTC times."""
     a, b = (_utc(start) - _EPOCH0).total_seconds(), (_utc(end) - _EPOCH0).total_seconds()
     if not b > a:
         raise InputError(f"{start}..{end}", "end must be after start")
-    l1, l2, epoch = nearest_tle(_EPOCH0 + timedelta(seconds=(a + b) / 2), tle_path)
+    tles = load_tles(tle_path)
     offsets = np.arange(0.0, b - a + step_s, step_s)
-    lat, lon, h = _propagate(l1, l2, start, offsets)
-    return GroundTrack(a + offsets, lat, lon, h, epoch)
+    which = _nearest_indices(tles, a + offsets)
+    lat, lon, h = (np.empty(len(offsets)) for _ in range(3))
+    for k in np.unique(which):
+        sel = which == k
+        lat[sel], lon[sel], h[sel] = _propagate(*tles.lines[k], start, offsets[sel])
+    epochs = tuple(_EPOCH0 + timedelta(seconds=float(tles.epochs[k])) for k in np.unique(which))
+    return GroundTrack(a + offsets, lat, lon, h, epochs)
 
 
 def _unit(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
@@ -246,3 +257,26 @@ def closest_track_point(track: GroundTrack, lats, lons) -> tuple[np.ndarray, np.
     sec = track.seconds[j] + tj * (track.seconds[j + 1] - track.seconds[j])
     alt = track.altitude_km[j] + tj * (track.altitude_km[j + 1] - track.altitude_km[j])
     return km, sec, alt
+
+
+@dataclass(frozen=True)
+class TrackFix:
+    """Where a nadir lies on a UTC day's ground track: the exposure ``time`` it implies, the ISS
+    ``altitude_km`` then, and ``distance_km`` from the nadir to the track (a few km when consistent)."""
+
+    time: datetime
+    altitude_km: float
+    distance_km: float
+
+
+def time_from_nadir(nadir: tuple[float, float], day: datetime, tle_path: Path | str | None = None,
+                    step_s: float = 10.0) -> TrackFix:
+    """Recover the exposure time of a photo known only by its date (UTC day) and its nadir (degrees).
+
+    The ISS passes a given nadir at most a few times a day; the closest pass wins. A ``distance_km`` of
+    more than ~30 km means the nadir does not fit that day (on real metadata: median 2.3 km).
+    """
+    day = _utc(day).replace(hour=0, minute=0, second=0, microsecond=0)
+    track = ground_track(day, day + timedelta(days=1), step_s, tle_path)
+    km, sec, alt = closest_track_point(track, [nadir[0]], [nadir[1]])
+    return TrackFix(_EPOCH0 + timedelta(seconds=float(sec[0])), float(alt[0]), float(km[0]))

@@ -70,6 +70,9 @@ def test_missing_and_unreadable_inputs(tmp_path, shared_data):
     db.write_text("zoom,center_lat\n9,1\n")
     q = shared_data / "iss_mini" / "queries.csv"
     assert_input_error(run("eval", "areas", "--queries", str(q), "--db", str(db)), str(db), "missing columns")
+    real_db = shared_data / "earthloc_meta" / "db_tiles_2021.csv"
+    assert_input_error(run("eval", "areas", "--queries", str(q), "--db", str(real_db), "--year", "2019"),
+                       "--year", "no DB images of 2019")
 
 
 def _table(stdout: str) -> dict[str, list[int]]:

@@ -165,3 +165,17 @@ def test_share_of_footprint_centres_in_visible_disk(shared_data):
     full = np.mean(d <= horizon_radius_km(DEFAULT_ISS_ALTITUDE_KM))
     assert 0.999 <= full < 1.0
     assert np.mean(d <= horizon_radius_km(DEFAULT_ISS_ALTITUDE_KM, 45.0)) < 0.8
+
+
+def test_time_from_nadir_round_trips_through_iss_state(shared_data):
+    """The time recovered from (date, nadir) puts the ISS back over that nadir (real photos)."""
+    from earthloc.geo.visibility import time_from_nadir
+
+    q = pd.read_csv(shared_data / "earthloc_meta" / "queries.csv").sample(5, random_state=3)
+    for d, lat, lon in zip(q.date, q.nadir_lat, q.nadir_lon):
+        day = datetime.strptime(str(d), "%Y%m%d")
+        fix = time_from_nadir((lat, lon), day)
+        assert fix.time.date() == day.date() and fix.distance_km < 30
+        st = iss_state(fix.time)
+        assert haversine_km(lat, lon, st.lat, st.lon) < fix.distance_km + 2.0
+        assert st.altitude_km == pytest.approx(fix.altitude_km, abs=0.5)
