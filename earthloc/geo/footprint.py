@@ -37,7 +37,7 @@ def _check_latlon(lat: float, lon: float, where: object) -> None:
     if not -90 <= lat <= 90:
         raise InputError(where, f"latitude {lat} outside [-90, 90]")
     if not -360 <= lon <= 360:
-        raise InputError(where, f"longitude {lon} outside [-180, 180]")
+        raise InputError(where, f"longitude {lon} outside [-360, 360]")
 
 
 def _unwrap(lons: np.ndarray, ref: float) -> np.ndarray:

@@ -36,9 +36,7 @@ def assert_input_error(res: subprocess.CompletedProcess, *words: str) -> None:
     "text, words",
     [
         ("mrf,nadir_lat,nadir_lon\nISS1-E-1,nan,3\n", ("row 2", "nadir_lat", "not a finite number")),
-        ("mrf,nadir_lat,nadir_lon\nISS1-E-1,91,3\n", ("row 2", "outside [-90, 90]")),
         ("x,y\n1,2\n", ("needs a 'mrf' or 'path' column",)),
-        ("mrf,nadir_lat,nadir_lon\nISS1-E-1,1,2,3\n", ("row 2", "more fields")),
     ],
 )
 def test_bad_queries_csv(tmp_path, text, words):
@@ -53,7 +51,6 @@ def test_malformed_names_in_a_folder(tmp_path):
         (good.replace("@1.4@", "@"), "expected 14 or 8"),  # 13 fields: wrong count
         (good.replace("-0.164264", "-95.5"), "outside [-90, 90]"),
         (good.replace("-48.037805", "nan"), "not a finite number"),
-        (good.replace("20200705", "2020-07-05"), "not YYYYMMDD"),
     ]:
         d = tmp_path / str(abs(hash(bad)))
         d.mkdir()
