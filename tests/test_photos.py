@@ -104,3 +104,18 @@ def test_binary_and_missing_inputs(tmp_path):
     (tmp_path / "bad" / ("@" + "@".join(["1"] * 14) + "@.jpg")).write_bytes(b"")
     with pytest.raises(InputError):
         load_photos(tmp_path / "bad")
+
+
+def test_path_column_and_explicit_images_dir(shared_data, tmp_path):
+    src = shared_data / "iss_mini" / "queries"
+    (tmp_path / "imgs").mkdir()
+    shutil.copyfile(src / "ISS050-E-70536.jpg", tmp_path / "imgs" / "ISS050-E-70536.jpg")
+    csv = tmp_path / "list.csv"
+    csv.write_text("path,time,nadir_lat,nadir_lon,altitude_km\nimgs/ISS050-E-70536.jpg,2017-02-25T10:20:30Z,35.4,39.3,404.5\n")
+    (p,) = load_photos(csv)
+    assert p.path == tmp_path / "imgs" / "ISS050-E-70536.jpg" and p.mrf == "ISS050-E-70536"
+    assert p.time.isoformat() == "2017-02-25T10:20:30+00:00" and p.extra["time_precision"] == "exact"
+    assert p.altitude_km == 404.5 and p.nadir == (35.4, 39.3)
+    csv.write_text("mrf\nISS050-E-70536\nISS000-E-1\n")
+    with_dir = load_photos(csv, images_dir=tmp_path / "imgs")
+    assert with_dir[0].path == tmp_path / "imgs" / "ISS050-E-70536.jpg" and with_dir[1].path is None
