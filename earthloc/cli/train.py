@@ -131,4 +131,4 @@ def train_eval(
                    m.preprocessing.std, dev)
     typer.echo(json.dumps({"model": model, "checkpoint": str(checkpoint) if checkpoint else None, "image_size": size,
                            "queries": len(vs.queries), "db_regions": len(vs.regions),
-                           "recall": {f"R@{k}": round(v, 2) for k, v in rec.items()}}))
+                           "recall": {k: round(v, 2) for k, v in rec.items()}}))

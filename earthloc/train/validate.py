@@ -4,8 +4,10 @@ For every held-out region with at least two years, the *query* is its image in o
 pick), rotated by a seeded random angle in [0, 360) and centre-cropped to the largest square that holds no
 fill pixels, like a photo with no "up". The *database* is the reference (latest) image of every held-out
 region, each encoded at 0/90/180/270 degrees as in the official evaluation. Exact inner-product kNN on
-L2-normalised descriptors (= exact L2 kNN). A hit = the query's own tile; R@N = share of queries with a hit
-in the first N (``earthloc.eval.protocol.recall_at``).
+L2-normalised descriptors (= exact L2 kNN). ``R@N``: a hit = the query's own tile; ``oR@N``: a hit = any DB
+tile whose box overlaps the query's strictly (another zoom or a 50% neighbour: the official positives are
+the DB tiles a footprint overlaps, and the neutral-aware loss does not push such pairs apart). Share of
+queries with a hit in the first N (``earthloc.eval.protocol.recall_at``).
 """
 
 from __future__ import annotations
@@ -65,9 +67,11 @@ def _encode(model, batches, size, mean, std, device) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, vs: ValSet, cache: ImageCache, size: int, mean, std,
-             device: str = "cpu", ns: Sequence[int] = (1, 5, 10, 20), batch_size: int = 32) -> dict[int, float]:
-    """R@N (percent) of the held-out queries. The model is put in eval mode and restored afterwards."""
+             device: str = "cpu", ns: Sequence[int] = (1, 5, 10, 20), batch_size: int = 32) -> dict[str, float]:
+    """``{"R@N": same-tile recall, "oR@N": overlap recall}`` (percent) of the held-out queries. The model
+    is put in eval mode and restored afterwards."""
     from earthloc.eval.protocol import recall_at
+    from earthloc.train.loss import neutral_mask
 
     was_training = model.training
     model.eval()
@@ -91,5 +95,8 @@ def evaluate(model: torch.nn.Module, vs: ValSet, cache: ImageCache, size: int, m
     k = min(max(ns), len(db))
     _, nn = index.search(np.ascontiguousarray(qd, dtype=np.float32), k)
     truth = np.array([i for i, _, _ in vs.queries])
-    hits = tile_of_row[nn] == truth[:, None]
-    return {int(n): float(v) for n, v in recall_at(hits, tuple(n for n in ns if n <= k)).items()}
+    ns = tuple(n for n in ns if n <= k)
+    same = recall_at(tile_of_row[nn] == truth[:, None], ns)
+    overlap = neutral_mask([r.tile for r in vs.regions])  # diagonal True: the own tile counts too
+    near = recall_at(overlap[truth[:, None], tile_of_row[nn]], ns)
+    return {f"R@{n}": float(same[n]) for n in ns} | {f"oR@{n}": float(near[n]) for n in ns}
