@@ -11,6 +11,7 @@ Run: ``.venv/bin/python -m benchmarks.matchers [--repeat N]``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
     root = data_dir() / "iss_mini"
     loc = next(l for l in load_iss_mini(root) if l.photo.mrf == PHOTO)
     provider = IssMiniContexts(root)
@@ -56,7 +58,7 @@ def main() -> None:
     base = per_cand["sift"]
     figures = "; ".join(f"{k} {v:.2f} s/cand ({v / base:.1f}x sift)" for k, v in per_cand.items())
     record(f"refine seconds per candidate, {args.threads} threads, photo {PHOTO} at 512 px, up to 4 iterations: "
-           + figures, command=f"python -m benchmarks.matchers --repeat {args.repeat} --threads {args.threads}")
+           + figures + f"; load avg {load:.1f} at start", command=f"python -m benchmarks.matchers --repeat {args.repeat} --threads {args.threads}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def render(runs: dict[Path, tuple[str, list[PhotoOutcome]]], precision: float = 
              "(NASA centre inside the 3x footprint) against inliers; to avoid calibrating and evaluating on the same "
              "photo, every photo's threshold here is fitted on the *other* photos (leave-one-photo-out). The nadir "
              "filter drops candidates whose block centre lies outside the disk visible from the ISS at the photo's "
-             "nadir (415 km altitude).", ""]
+             "nadir (415 km altitude). Seconds are the run's wall time per photo, so they include any load on the "
+             "machine; benchmarks/matchers.py measures matchers in isolation.", ""]
     rows, cvs = [], []
     for path, (matcher, outs) in runs.items():
         cv = leave_one_photo_out(outs, matcher, precision)

@@ -33,7 +33,7 @@ def test_run_resume_report_calibrate(tmp_path, iss_mini):
     r = _run("report", str(out), "--out", str(rep))
     assert r.returncode == 0, r.stderr
     text = rep.read_text()
-    assert "| sift |" in text and "ISS052-E-43456" in text and "earthloc refine report" in text
+    assert "| sift, 2 it. |" in text and "ISS052-E-43456" in text and "earthloc refine report" in text
     cal = tmp_path / "cal.json"
     r = _run("calibrate", str(out), "--out", str(cal), "--precision", "0.95")
     # one photo may or may not hold both classes; either a calibration or one clean error line
