@@ -145,6 +145,8 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
     """
     h, w = photo.shape[:2]
     ch, cw = context.image.shape[:2]
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
     if min(h, w) < MIN_PHOTO_PX:
         return Refinement(candidate, 0, 0, reason=f"photo too small ({w}x{h} px)")
     f0 = photo_features if photo_features is not None else matcher.features(photo)
@@ -166,10 +168,11 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
     return best
 
 
-def _step(m, H, min_inliers, ransac_px, context_wh, w, h):
+def _step(m, H: np.ndarray, min_inliers: int, ransac_px: float, context_wh: tuple[int, int], w: int,
+          h: int) -> tuple[str | None, int, np.ndarray | None]:
     """One match -> RANSAC -> compose -> validate step: ``(reason or None, inliers, H_new)``."""
     if len(m) < min_inliers:
-        return f"too few matches ({len(m)})", len(m) and 0, None
+        return f"too few matches ({len(m)})", 0, None
     D, mask = cv2.findHomography(m.pts0 + 0.5, m.pts1 + 0.5, cv2.RANSAC, ransac_px, maxIters=2000, confidence=0.999)
     inliers = int(mask.sum()) if mask is not None else 0
     if D is None or inliers < min_inliers:
