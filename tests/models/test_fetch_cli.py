@@ -101,5 +101,10 @@ def test_cli_errors_one_line_exit_2():
     out = _cli("info", "resnet9000")
     assert out.returncode == 2 and out.stderr.strip() == \
         "error: resnet9000: unknown model; known: earthloc, lite0-gem, lite0-mixvpr"
-    out = _cli("fetch", "lite0-gem")
-    assert out.returncode == 2 and "nothing to fetch" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_fetch_of_packaged_weights_is_refused():
+    from earthloc.cli.model import fetch_cmd
+
+    with pytest.raises(InputError, match="lite0-gem: its weights ship with the Python packages"):
+        fetch_cmd("lite0-gem")
