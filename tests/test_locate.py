@@ -176,6 +176,10 @@ def test_disk_mask_equals_in_visible_disk_over_every_row(shared_data):
         assert np.array_equal(got, want)
         sizes.append(int(want.sum()))
     assert sizes[1] > 0 and sum(s > 0 for s in sizes) >= 5  # incl. a disk across the antimeridian
+    rng = np.random.default_rng(0)
+    for lat, lon, alt in zip(rng.uniform(-52, 52, 200), rng.uniform(-180, 180, 200), rng.uniform(330, 440, 200)):
+        assert np.array_equal(disk_mask(index, (lat, lon), alt),
+                              in_visible_disk((lat, lon), alt, index.centre_lat, index.centre_lon))
 
 
 def test_nadir_from_time_and_day_only_dates(setup):

@@ -181,6 +181,14 @@ class Index:
         self.centre_lat = self.manifest["centre_lat"].to_numpy(np.float64)
         self.centre_lon = self.manifest["centre_lon"].to_numpy(np.float64)
         self._band = np.floor(self.centre_lat)  # ascending: rows are in geo-cell order
+        self._xyz: np.ndarray | None = None
+
+    def centre_xyz(self) -> np.ndarray:
+        """(N, 3) float64 unit vectors of the DB image centres on the sphere (cached)."""
+        if self._xyz is None:
+            lat, lon = np.radians(self.centre_lat), np.radians(self.centre_lon)
+            self._xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+        return self._xyz
 
     def lat_range(self, south: float, north: float) -> tuple[int, int]:
         """Rows ``[start, stop)`` holding every DB image whose centre latitude is in [south, north]
