@@ -221,7 +221,7 @@ def main() -> None:
     how = "measured on the full 4x DB" if args.full_4x else f"measured 1x {t_full:.3f} s, x4 extrapolated"
     figures = (f"161,496 places x 4096-d: visible-disk search 4 rot {1e3 * secs.mean():.1f} ms/photo mean "
                f"(p95 {1e3 * np.percentile(secs, 95):.1f}, median {int(np.median(sizes)):,} images searched) vs flat L2 "
-               f"over 4x DB {t_4x:.2f} s/photo ({how}) = {speedup:.0f}x; "
+               f"over 4x DB {t_4x:.2f} s/photo ({how}) = {speedup:.1f}x; "
                f"bytes/place fp32 {bpp['fp32']:,.0f}, fp16 {bpp['fp16']:,.0f}, pq {bpp['pq']:,.0f}, official 4x "
                f"{bpp['fp32 4x (official)']:,.0f}")
     if rec:
@@ -230,7 +230,7 @@ def main() -> None:
     if not args.no_record:
         record(figures, command="python -m benchmarks.search " + " ".join(a for a in __import__("sys").argv[1:]))
     print(figures)
-    print(f"speed-up of the visible-disk search over the official flat L2 per photo: {speedup:.0f}x "
+    print(f"speed-up of the visible-disk search over the official flat L2 per photo: {speedup:.1f}x "
           f"({1e3 * secs.mean():.1f} ms vs {t_4x:.2f} s, {how})")
 
 
