@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -189,6 +190,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         res.history, steps_log = state["history"], state["steps"]
         res.best_epoch, res.best = state["best_epoch"], state["best"]
         start_epoch, patience_left, elapsed_before = state["epoch"] + 1, state["patience_left"], state["elapsed_s"]
+        if patience_left <= 0:  # the run had stopped early: resuming does not undo that
+            res.stopped = f"early stop: no R@5 gain for {cfg.patience} epochs"
         if rank == 0:
             print(f"resuming {out} after epoch {state['epoch']}")
     elif rank == 0:
@@ -200,7 +203,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         res.history.append(row)
         torch.save(model.state_dict(), out / "start_model.pt")
         _write_csv(out / "epochs.csv", res.history)
-        write_text(out / "config.json", __import__("json").dumps(asdict(cfg), indent=1))
+        write_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
 
     t0 = time.perf_counter() - elapsed_before
     if rank == 0:
