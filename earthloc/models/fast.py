@@ -4,17 +4,18 @@ Tolerance: every descriptor within cosine >= 0.999 of eager fp32 (``tests/models
 on real images). Paths:
 
 - ``eager``: PyTorch fp32, NCHW: the reference.
-- ``cl``: PyTorch fp32, channels_last (oneDNN's blocked convolutions, fewer layout reorders).
-- ``bf16``: channels_last + ``torch.autocast("cpu", bfloat16)``: convolutions and linears in bf16 on
-  AVX512-BF16 / AMX; output re-normalised in fp32. Only where the CPU has native bf16.
+- ``cl``: PyTorch fp32, channels_last (oneDNN's blocked convolutions, fewer layout reorders), eval-mode
+  BatchNorm folded into the convolutions (torch.fx) where the model can be traced.
+- ``bf16``: ``cl`` + ``torch.autocast("cpu", bfloat16)``: convolutions and linears in bf16 on AVX512-BF16 /
+  AMX; output re-normalised in fp32. Only where the CPU has native bf16.
 - ``ort``: the model exported to ONNX (fp32) and run by ONNX Runtime's CPU provider (fused conv+BN+ReLU,
   its own depthwise kernels). Exact to fp32 rounding. The export takes seconds; sessions are kept in memory
   keyed by a digest of the weights actually in the model (a fine-tuned model never reuses a stale graph),
   and graphs of weights loaded from files are cached under ``<cache_dir>/onnx/``.
 
-``auto`` picks per model from :data:`BEST_PATH` (measured by ``benchmarks/encode.py``), and falls back to
-``bf16``/``cl`` when ONNX Runtime or the export fails, and from ``bf16`` to ``cl`` without native bf16 (bf16
-emulated on AVX2 is slower than fp32).
+``auto`` takes, per model, the first path of :data:`BEST_PATH` (ordered by ``benchmarks/encode.py``) that this
+machine can run: no native bf16 (bf16 emulated on AVX2 is slower than fp32) or no onnxruntime skips those;
+an ONNX export failure falls through to the next one; small jobs skip a not-yet-cached ONNX export.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from earthloc.config import cache_dir
 log = logging.getLogger(__name__)
 
 PATHS = ("eager", "cl", "bf16", "ort")
-# Fastest path within tolerance per model, from benchmarks/encode.py on the dev machine (AMD EPYC, AVX512-BF16,
-# 2 cores). bf16 fails the tolerance on lite0 (ReLU6 depthwise stacks drift: min cosine ~0.997).
-BEST_PATH = {"earthloc": "ort", "lite0-gem": "ort", "lite0-mixvpr": "ort"}
+# Per model, the paths within tolerance from fastest to slowest, from benchmarks/encode.py on the dev machine
+# (AMD EPYC, AVX512-BF16, no AMX, 2 cores); ``auto`` takes the first one this machine can run. bf16 fails the
+# tolerance on lite0 (ReLU6 depthwise stacks drift: min cosine ~0.998), so it is not listed there.
+BEST_PATH = {"earthloc": ("bf16", "ort", "cl"), "lite0-gem": ("ort", "cl"), "lite0-mixvpr": ("ort", "cl")}
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -62,18 +64,24 @@ def ort_available() -> bool:
     return True
 
 
+def _runnable(path: str) -> bool:
+    return (path != "bf16" or bf16_supported()) and (path != "ort" or ort_available())
+
+
+def candidates(model: nn.Module) -> tuple[str, ...]:
+    """The paths ``auto`` may use for ``model`` here, best first (those this machine can run)."""
+    prefs = BEST_PATH.get(getattr(model, "name", ""), ("cl",))
+    return tuple(p for p in prefs if _runnable(p)) or ("eager",)
+
+
 def resolve_path(model: nn.Module, path: str = "auto") -> str:
-    """The concrete path for ``model``: ``auto`` -> :data:`BEST_PATH`; bf16 -> cl without native bf16;
-    ort -> bf16/cl without onnxruntime."""
+    """The concrete path: ``auto`` -> the first runnable of :data:`BEST_PATH`; an explicit path this machine
+    cannot run (bf16 without native bf16, ort without onnxruntime) -> ``cl``."""
     if path == "auto":
-        path = BEST_PATH.get(getattr(model, "name", ""), "cl")
+        return candidates(model)[0]
     if path not in PATHS:
         raise ValueError(f"unknown inference path {path!r}; known: auto, {', '.join(PATHS)}")
-    if path == "ort" and not ort_available():
-        path = "bf16"
-    if path == "bf16" and not bf16_supported():
-        path = "cl"
-    return path
+    return path if _runnable(path) else "cl"
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -124,6 +132,9 @@ def _ort_session(model: nn.Module):
         so.intra_op_num_threads = key[1]
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # No busy-waiting between ops: on a shared machine spinning threads steal the cores other work needs
+        # (measured: 3.87 vs 3.25 img/s on the official architecture with other jobs running).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if len(_SESSIONS) >= 3:
             _SESSIONS.pop(next(iter(_SESSIONS)))
         _SESSIONS[key] = ort.InferenceSession(onnx_bytes(model, key[0]), so, providers=["CPUExecutionProvider"])
@@ -140,6 +151,18 @@ def _ort_runner(model: nn.Module) -> Runner:
     return run
 
 
+def _fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold eval-mode BatchNorm into the preceding convolution (torch.fx), one memory pass less per conv.
+    Models that torch.fx cannot trace are returned unchanged."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(net, inplace=True)
+    except Exception as err:  # noqa: BLE001 - untraceable model: keep it as is
+        log.debug("BatchNorm folding skipped for %s: %s", getattr(net, "name", "?"), err)
+        return net
+
+
 def _torch_runner(model: nn.Module, path: str) -> Runner:
     if path == "eager":
         net = model if not model.training else copy.deepcopy(model).eval()
@@ -148,7 +171,7 @@ def _torch_runner(model: nn.Module, path: str) -> Runner:
             return net(x.contiguous()).float()
 
         return run
-    net = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    net = _fold_batchnorm(copy.deepcopy(model).eval().requires_grad_(False)).to(memory_format=torch.channels_last)
     bf16 = path == "bf16"
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -174,11 +197,6 @@ def _ort_ready(model: nn.Module) -> bool:
             and (cache_dir() / "onnx" / f"{getattr(model, 'name', 'model')}-{size}-{digest[:20]}.onnx").is_file())
 
 
-def _torch_fallback(model: nn.Module) -> str:
-    """The fastest PyTorch path within tolerance: bf16 passes it only on the official architecture."""
-    return "bf16" if bf16_supported() and getattr(model, "name", "") == "earthloc" else "cl"
-
-
 def make_runner(model: nn.Module, path: str = "auto", workload: int | None = None) -> tuple[str, Runner]:
     """Return (path used, fn) where fn maps a normalised float batch [B,3,S,S] to fp32 descriptors [B,D].
 
@@ -186,14 +204,18 @@ def make_runner(model: nn.Module, path: str = "auto", workload: int | None = Non
     Non-eager paths work on an eval-mode copy (or an exported graph), so the caller's model (maybe in
     training mode, maybe NCHW) is left untouched.
     """
-    auto = path == "auto"
-    path = resolve_path(model, path)
-    if path == "ort" and auto and workload is not None and workload < ORT_MIN_WORKLOAD and not _ort_ready(model):
-        path = _torch_fallback(model)
-    if path == "ort":
+    if path != "auto":
+        path = resolve_path(model, path)
+        choices = (path,)
+    else:
+        choices = candidates(model)
+        if choices[0] == "ort" and workload is not None and workload < ORT_MIN_WORKLOAD and not _ort_ready(model):
+            choices = choices[1:] or ("cl",)
+    for path in choices:
+        if path != "ort":
+            return path, _torch_runner(model, path)
         try:
             return path, _ort_runner(model)
         except Exception as err:  # noqa: BLE001 - any exporter/runtime failure: fall back to PyTorch
             log.warning("ONNX Runtime path unavailable for %s (%s); using PyTorch", getattr(model, "name", "?"), err)
-            path = _torch_fallback(model)
-    return path, _torch_runner(model, path)
+    return "cl", _torch_runner(model, "cl")
