@@ -197,3 +197,19 @@ def test_nadir_from_time_and_day_only_dates(setup):
     assert 330 < got.altitude_km < 450
     with pytest.raises(InputError, match="only the date"):
         loc.resolve(replace(photo, extra={"time_precision": "day"}))
+
+
+def test_cli_index_build_fp16_info_and_bad_options(setup, tmp_path):
+    tmp, index, _, _ = setup
+    r = subprocess.run([EARTHLOC, "index", "build", "--db", str(tmp / "db"), "--out", str(tmp_path / "ix16"),
+                        "--precision", "fp16"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    ix16 = Index.open(tmp_path / "ix16", db_dir=tmp / "db")
+    assert ix16.precision == "fp16" and ix16.manifest.tile.tolist() == index.manifest.tile.tolist()
+    assert ix16.faiss.code_size == 2 * index.dim
+    info = json.loads(subprocess.run([EARTHLOC, "index", "info", str(tmp_path / "ix16")], capture_output=True,
+                                     text=True, timeout=120).stdout)
+    assert info["precision"] == "fp16" and info["model"]["name"] == "lite0-gem" and info["vectors"] == len(index)
+    r = subprocess.run([EARTHLOC, "index", "build", "--db", str(tmp / "db"), "--out", str(tmp_path / "x"),
+                        "--precision", "int4"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--precision" in r.stderr
