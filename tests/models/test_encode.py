@@ -111,3 +111,16 @@ def test_encoder_leaves_training_model_untouched(contexts):
     encode(m, contexts[:2], progress=False)
     assert m.training
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # BN stats not updated
+
+
+def test_ort_never_serves_a_stale_graph(contexts):
+    """Changing weights in place (as training does) gives a new ONNX graph: ORT output follows eager fp32."""
+    from earthloc.models.registry import load_model
+
+    m = load_model("lite0-mixvpr")
+    before = encode(m, contexts[:2], progress=False, path="ort")
+    with torch.no_grad():
+        m.aggregator.row_proj.weight.mul_(-1.0)
+    after = encode(m, contexts[:2], progress=False, path="ort")
+    assert _min_cosine(before, after) < 0.99
+    assert _min_cosine(after, encode(m, contexts[:2], progress=False, path="eager")) > 0.9999
