@@ -137,7 +137,7 @@ def locate(
         outputs.write_html_map(results, html_map)
     failed = [r for r in results if r.error]
     for r in failed:
-        typer.echo(f"failed: {r.photo.mrf}: {r.error}", err=True)
+        typer.echo(f"failed: {r.error}", err=True)  # the error names the photo
     if out is not None:
         typer.echo(f"{len(results) - len(failed)}/{len(results)} photos localized -> {out}", err=True)
     return 1 if failed else 0
