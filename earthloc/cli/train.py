@@ -50,8 +50,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last checkpoint "
+                                                        "(OUT/last.pt, written after every epoch)."),
 ) -> None:
-    """Train a descriptor model with the EarthLoc recipe; resumes from OUT/last.pt when it exists.
+    """Train a descriptor model with the EarthLoc recipe (OUT/last.pt after every epoch; --resume continues).
 
     Multi-GPU / multi-node: `torchrun --nproc_per_node N -m earthloc.cli.main train ...` (docs/train.md).
     """
@@ -75,6 +77,7 @@ def train(
         load_size=load_size, clusters=clusters, refresh_epochs=refresh, clustered=clustered, yearwise=yearwise,
         neutral=neutral, augment=augment, freeze=prefixes, patience=patience, max_minutes=max_minutes,
         val_rotate=val_rotate, val_seed=val_seed, seed=seed, device=device, threads=threads, progress=progress,
+        resume=resume,
     )
     res = run(cfg)
     if res.history:

@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    resume: bool = False  # continue from out/last.pt; without it an existing last.pt is an error
     progress: bool = True
 
 
@@ -178,6 +179,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     res = TrainResult(out)
     steps_log: list[dict] = []
     start_epoch, elapsed_before, patience_left = 1, 0.0, cfg.patience
+    if last.is_file() and not cfg.resume:
+        raise InputError(out, "holds a checkpoint (last.pt): pass --resume to continue it, or use another --out")
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"]["dbs"] != list(cfg.dbs) or state["config"]["model"] != cfg.model:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from earthloc.errors import InputError
 from earthloc.models.registry import load_model
 from earthloc.train.augment import YearwiseAugment
 from earthloc.train.data import ImageCache, load_regions, make_batch
@@ -65,7 +66,10 @@ def test_train_checkpoints_and_resumes(iss_db, tmp_path):
     start = torch.load(tmp_path / "run" / "start_model.pt", weights_only=True)
     moved = sum(float((state1["model"][k].float() - v.float()).abs().sum()) for k, v in start.items())
     assert moved > 0
-    res2 = train(TrainConfig(**{**cfg.__dict__, "epochs": 2}))
+    # Without --resume an existing run folder is refused; with it the run continues after epoch 1.
+    with pytest.raises(InputError, match="--resume"):
+        train(TrainConfig(**{**cfg.__dict__, "epochs": 2}))
+    res2 = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}))
     assert [r["epoch"] for r in res2.history] == [0, 1, 2]
     steps = _rows(tmp_path / "run" / "steps.csv")
     assert [(int(r["epoch"]), int(r["step"])) for r in steps] == [(1, 1), (1, 2), (2, 1), (2, 2)]
