@@ -151,6 +151,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     size = cfg.image_size or model.image_size
     if size % 32:
         raise InputError(f"--image-size {size}", "must be a multiple of 32")
+    if size != model.image_size:  # GeM takes any size; MixVPR heads are built for one feature-map size
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, 3, size, size))
+        except RuntimeError:
+            raise InputError(f"--image-size {size}", f"model {cfg.model} only takes {model.image_size}-px inputs "
+                                                     "(its head has a fixed spatial size)") from None
     load_size = cfg.load_size or int(round(size * 2.5))
     prep = model.preprocessing
     n_trainable = freeze(model, cfg.freeze if cfg.freeze is not None else default_frozen(cfg.model))

@@ -125,3 +125,11 @@ def test_one_step_of_the_official_architecture(iss_db, tmp_path):
     # Frozen layers did not move; trained ones did.
     assert torch.equal(state["backbone.model.layer1.0.conv1.weight"], start["backbone.model.layer1.0.conv1.weight"])
     assert not torch.equal(state["fc.weight"], start["fc.weight"])
+
+
+def test_cli_refuses_an_input_size_the_head_cannot_take(iss_db, tmp_path):
+    p = subprocess.run([EARTHLOC, "train", "--db", str(iss_db), "--out", str(tmp_path / "o"), "--model", "lite0-mixvpr",
+                        "--image-size", "128", "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    assert "only takes 320-px inputs" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "o" / "last.pt").exists()
