@@ -235,8 +235,22 @@ def _load_locator(index_dir: Path, checkpoints: Sequence[Path]):
     return Locator(index, model, require_area=False), index
 
 
-def method_label(model_name: str) -> str:
-    return "ImageNet zero-shot: lite0-gem (EfficientNet-Lite0 + GeM)" if model_name == "lite0-gem" else f"ours: {model_name}"
+def _default_hash(model_name: str) -> str | None:
+    """Weights hash of a model as it comes without a checkpoint (None when it has no default weights)."""
+    from earthloc.models.registry import load_model
+
+    try:
+        return load_model(model_name).checkpoint_hash
+    except InputError:
+        return None
+
+
+def method_label(model_name: str, trained: bool = False) -> str:
+    """Row label: lite0-gem with its packaged ImageNet weights is the zero-shot baseline; any model
+    loaded from a checkpoint (e.g. trained with `earthloc train`) is one of ours."""
+    if model_name == "lite0-gem" and not trained:
+        return "ImageNet zero-shot: lite0-gem (EfficientNet-Lite0 + GeM)"
+    return f"ours: {model_name}" + (" (trained checkpoint)" if trained else "")
 
 
 def benchmark(
@@ -259,6 +273,7 @@ def benchmark(
     if not index_dirs:
         raise InputError("--index", "give at least one index folder")
     loaded = [_load_locator(Path(d), checkpoints) for d in index_dirs]
+    default_hash = {idx.model_name: _default_hash(idx.model_name) for _, idx in loaded}
     db = loaded[0][1].manifest
     for (_, idx), d in zip(loaded[1:], index_dirs[1:]):
         if manifest_digest(idx.manifest) != manifest_digest(db):
@@ -268,7 +283,8 @@ def benchmark(
         if progress:
             print(f"locating {len(photos)} photos with {index.model_name} ({d})", flush=True)
         visible, whole, errors = baselines.model_lists(locator, photos, k)
-        model_runs.append((method_label(index.model_name), visible, whole, errors))
+        trained = locator.model.checkpoint_hash != default_hash.get(index.model_name)
+        model_runs.append((method_label(index.model_name, trained), visible, whole, errors))
     rand_lists = baselines.random_lists(photos, db, k, seed)
     nadir_lists = baselines.nadir_lists(photos, db, k)
     no_nadir = {p.mrf: "no nadir" for p in photos if p.nadir is None}

@@ -201,3 +201,12 @@ def test_iou_rule_is_stricter_than_overlap():
     for bad in ("iou>=0", "iou>=x", "nearest"):
         with pytest.raises(InputError):
             parse_rule(bad)
+
+
+def test_row_label_separates_zero_shot_from_trained_checkpoints():
+    from earthloc.eval.photos import _default_hash, method_label
+    from earthloc.models.registry import load_model
+
+    assert _default_hash("lite0-gem") == load_model("lite0-gem").checkpoint_hash is not None
+    assert method_label("lite0-gem").startswith("ImageNet zero-shot")
+    assert method_label("lite0-gem", trained=True).startswith("ours")
