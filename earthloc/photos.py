@@ -103,14 +103,19 @@ def _latlon(row: dict, lat_col: str, lon_col: str, where: str) -> tuple[float, f
     return (lat, lon)
 
 
+def parse_utc(text: str, where: object = "time") -> datetime:
+    """An ISO 8601 time (``2017-03-01T12:30:00Z``; no zone means UTC) as an aware UTC datetime."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(where, f"time is not ISO 8601 UTC (like 2017-03-01T12:30:00Z): {text!r}") from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
 def _time(row: dict, where: str) -> tuple[datetime | None, str | None]:
     text = row.get("time", "").strip()
     if text:
-        try:
-            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise InputError(where, f"time is not ISO 8601: {text!r}") from None
-        return (t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)), "exact"
+        return parse_utc(text, where), "exact"
     text = row.get("date", "").strip()
     if not text:
         return None, None

@@ -7,7 +7,7 @@ Exit codes: 0 every photo localized, 1 some photos failed (their rows carry the 
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -30,11 +30,9 @@ def _parse_nadir(text: str) -> tuple[float, float]:
 
 
 def _parse_time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError("--time", f"expected an ISO 8601 UTC time like 2017-03-01T12:30:00Z, got {text!r}") from None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    from earthloc.photos import parse_utc
+
+    return parse_utc(text, "--time")
 
 
 def collect_photos(sources: list[Path], metadata: Path | None = None, images: Path | None = None) -> list:

@@ -391,7 +391,7 @@ def run_label(run: OfficialRun) -> str:
 
 def format_run(run: OfficialRun) -> str:
     """The paper-style table of a run: one row per area, R@1/5/10/20/100 (percent), counts."""
-    head = f"| Area | #queries (kept/selected) | #DB | " + " | ".join(f"R@{n}" for n in run.ns) + " |"
+    head = "| Area | #queries (kept/selected) | #DB | " + " | ".join(f"R@{n}" for n in run.ns) + " |"
     lines = [
         f"Official protocol on {run.dataset}: model {run.model}, rotations={run.rotations}"
         f"{', visible area' if run.visible_area else ''}, DB year {run.year}",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
@@ -22,18 +21,11 @@ from fastapi.responses import HTMLResponse
 
 from earthloc import outputs
 from earthloc.errors import InputError
+from earthloc.photos import parse_utc
 from earthloc.records import Photo
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 _PAGE = Path(__file__).with_name("static") / "index.html"
-
-
-def _time(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError("time", f"expected ISO 8601 UTC like 2017-03-01T12:30:00Z, got {text!r}") from None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path | None = None) -> FastAPI:
@@ -77,7 +69,7 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
             nadir = None if nadir_lat is None else (nadir_lat, nadir_lon)
             if nadir is not None and not (-90 <= nadir[0] <= 90 and -180 <= nadir[1] <= 180):
                 raise InputError("nadir", f"{nadir} is not a valid lat, lon")
-            when = _time(time) if time else None
+            when = parse_utc(time) if time else None
             try:
                 Image.open(io.BytesIO(data)).verify()
             except (UnidentifiedImageError, OSError, SyntaxError) as err:

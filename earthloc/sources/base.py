@@ -8,10 +8,14 @@ expose ``covers(z, x, y, year)`` so :func:`earthloc.db.grid.places_covered` can 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
 
+from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX, TileBlock
 
 
@@ -54,3 +58,34 @@ def compose(source: TileSource, block: TileBlock, year: int) -> Image.Image:
         img = check_tile(img, f"tile {t.z}/{t.x}/{t.y} year {year}")
         out.paste(img, ((t.x - block.col) * TILE_PX, (t.y - block.row) * TILE_PX))  # a plain copy, no resampling
     return out
+
+
+class DecodedImages:
+    """A small thread-safe LRU of decoded RGB images, keyed by path.
+
+    Local sources cut many tiles from each image (neighbouring DB places share tiles), so an image is
+    decoded once and kept while it is in use. ``what`` names the kind of file in error messages.
+    """
+
+    def __init__(self, size: int, what: str = "image"):
+        self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
+        self._size = size
+        self._what = what
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> Image.Image:
+        """The decoded RGB image at ``path``; unreadable file -> InputError naming it."""
+        with self._lock:
+            if path in self._cache:
+                self._cache.move_to_end(path)
+                return self._cache[path]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise InputError(path, f"cannot read {self._what} ({err})") from err
+        with self._lock:
+            self._cache[path] = img
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return img

@@ -17,8 +17,6 @@ agree on their overlaps at r = 1.000, so the choice only changes resolution, not
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from PIL import Image
 from earthloc.config import data_dir
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX
+from earthloc.sources.base import DecodedImages
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,7 @@ class MosaicSource:
         if not mosaics:
             raise InputError("MosaicSource", "no mosaics given")
         self.mosaics = tuple(mosaics)
-        self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
-        self._cache_size = cache_images
-        self._lock = threading.Lock()
+        self._images = DecodedImages(cache_images, "mosaic image")
 
     @classmethod
     def from_iss_mini(cls, root: str | Path | None = None) -> "MosaicSource":
@@ -168,18 +165,5 @@ class MosaicSource:
         return self._image(m.path).resize((TILE_PX, TILE_PX), _resample_for(box), box=box)
 
     def _image(self, path: Path) -> Image.Image:
-        """Decoded RGB mosaic, from a small LRU cache (mosaics are reused by neighbouring tiles)."""
-        with self._lock:
-            if path in self._cache:
-                self._cache.move_to_end(path)
-                return self._cache[path]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise InputError(path, f"cannot read mosaic image ({err})") from err
-        with self._lock:
-            self._cache[path] = img
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return img
+        """Decoded RGB mosaic (kept in a small LRU: neighbouring tiles reuse it)."""
+        return self._images.get(path)

@@ -8,14 +8,13 @@ can be served; nothing in the folder is ever written.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
 
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX
+from earthloc.sources.base import DecodedImages
 
 
 class OfficialSource:
@@ -34,9 +33,7 @@ class OfficialSource:
         }
         self._years = tuple(sorted(set(int(y) for y in df.year)))
         self._zooms = tuple(sorted(set(int(z) for z in df.zoom)))
-        self._cache: OrderedDict[Path, Image.Image] = OrderedDict()
-        self._cache_size = cache_images
-        self._lock = threading.Lock()
+        self._images = DecodedImages(cache_images, "DB image")
 
     @property
     def years(self) -> tuple[int, ...]:
@@ -75,19 +72,7 @@ class OfficialSource:
         return img.resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS, box=box)
 
     def _image(self, path: Path) -> Image.Image:
-        with self._lock:
-            if path in self._cache:
-                self._cache.move_to_end(path)
-                return self._cache[path]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise InputError(path, f"cannot read DB image ({err})") from err
+        img = self._images.get(path)
         if img.width != img.height:
             raise InputError(path, f"DB image is {img.width}x{img.height}, expected a square")
-        with self._lock:
-            self._cache[path] = img
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return img
