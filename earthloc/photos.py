@@ -26,7 +26,8 @@ from pathlib import Path
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
-from earthloc.geo.names import DbImageName, EarthMatchName, PhotoName, is_official_name, parse_any_name
+from earthloc.geo.names import (DbImageName, EarthMatchName, PhotoName, is_official_name, parse_any_name,
+                                parse_number)
 from earthloc.records import Photo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
@@ -79,15 +80,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 def _float(row: dict, col: str, where: str) -> float | None:
     text = row.get(col, "").strip()
-    if text == "":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise InputError(where, f"{col} is not a number: {text!r}") from None
-    if not math.isfinite(v):
-        raise InputError(where, f"{col} is not a finite number: {text!r}")
-    return v
+    return None if text == "" else parse_number(text, col, where)
 
 
 def _latlon(row: dict, lat_col: str, lon_col: str, where: str) -> tuple[float, float] | None:

@@ -41,7 +41,8 @@ _EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", "")
 
 
 # --- number parsing / formatting ---------------------------------------------------------------
-def _num(text: str, what: str, name: str) -> float:
+def parse_number(text: str, what: str, name: str) -> float:
+    """``text`` as a finite float; otherwise InputError naming ``name`` (the file/row) and ``what``."""
     try:
         v = float(text)
     except ValueError:
@@ -52,14 +53,14 @@ def _num(text: str, what: str, name: str) -> float:
 
 
 def _lat(text: str, what: str, name: str) -> float:
-    v = _num(text, what, name)
+    v = parse_number(text, what, name)
     if not -90 <= v <= 90:
         raise InputError(name, f"{what} {v} outside [-90, 90]")
     return v
 
 
 def _lon(text: str, what: str, name: str) -> float:
-    v = _num(text, what, name)
+    v = parse_number(text, what, name)
     if not -180 <= v <= 180:
         raise InputError(name, f"{what} {v} outside [-180, 180]")
     return v
@@ -238,7 +239,7 @@ def parse_photo_name(name_or_path: str | PurePath) -> PhotoName:
         date=_date(f[9], text),
         nadir=(_lat(f[10], "nadir latitude", text), _lon(f[11], "nadir longitude", text)),
         area_km2=_int(f[12], "area", text),
-        orientation=_num(f[13], "orientation", text),
+        orientation=parse_number(f[13], "orientation", text),
     )
 
 
