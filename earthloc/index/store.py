@@ -56,8 +56,9 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, faiss.omp_get_max_threads())),
-                                       thread_name_prefix="earthloc-search")
+            # sized from the CPUs this process may use, not from OpenMP: the pool is first made inside
+            # _single_threaded_blas(), where OpenMP reports 1 thread (that made the search single-threaded)
+            _POOL = ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0))), thread_name_prefix="earthloc-search")
         return _POOL
 
 

@@ -156,3 +156,17 @@ def test_precisions_code_size_and_self_retrieval(manifest, precision, nbytes, tm
         assert hits[0].row == r
     with pytest.raises(InputError, match="precision"):
         Index.from_vectors(vecs, manifest, IDENT, "query", "int4")
+
+
+def test_search_pool_uses_every_cpu_even_when_made_under_single_threaded_blas(monkeypatch):
+    """The pool is first made inside _single_threaded_blas(), where OpenMP reports one thread; it must
+    still get one worker per usable CPU (a 1-thread pool made the disk search ~1.6x slower)."""
+    import os
+
+    from earthloc.index import store
+
+    monkeypatch.setattr(store, "_POOL", None)
+    with store._single_threaded_blas():
+        pool = store._pool()
+    assert pool._max_workers == len(os.sched_getaffinity(0))
+    pool.shutdown()
