@@ -15,3 +15,9 @@ def shared_data() -> Path:
     d = data_dir()
     assert (d / "README.md").is_file(), f"shared data not found at {d}: set EARTHLOC_SHARED"
     return d
+
+
+@pytest.fixture(scope="session")
+def meta(shared_data: Path) -> Path:
+    """``<shared>/data/earthloc_meta``: the official dataset's query and DB-tile metadata."""
+    return shared_data / "earthloc_meta"

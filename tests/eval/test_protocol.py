@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,11 +21,6 @@ from earthloc.eval.protocol import (
 )
 from earthloc.geo.footprint import Footprint, haversine_km, iou
 from earthloc.photos import load_photos
-
-
-@pytest.fixture(scope="module")
-def meta(shared_data: Path) -> Path:
-    return shared_data / "earthloc_meta"
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ IoU lists, and the antimeridian (synthetic: no real footprint crosses it)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,11 +22,6 @@ E2 = pyproj.Geod(ellps="WGS84").es  # first eccentricity squared of WGS84
 def _fp(values) -> Footprint:
     v = np.asarray(values, dtype=float).reshape(4, 2)
     return Footprint(tuple(map(tuple, v)))
-
-
-@pytest.fixture(scope="module")
-def meta(shared_data: Path) -> Path:
-    return shared_data / "earthloc_meta"
 
 
 def test_db_tile_area_vs_name(meta):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,11 +17,6 @@ from earthloc.geo.names import (
     parse_photo_name,
 )
 from earthloc.geo.tiles import TileBlock
-
-
-@pytest.fixture(scope="module")
-def meta(shared_data: Path) -> Path:
-    return shared_data / "earthloc_meta"
 
 
 def test_all_photo_names_round_trip(meta):
