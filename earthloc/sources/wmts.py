@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -163,7 +163,7 @@ class WmtsSource:
         self._limiters: dict[str, RateLimiter] = {}
         self._rate = rate_per_host
         self._guard = threading.Lock()
-        self._inflight: dict[tuple, list] = {}
+        self._inflight: dict[tuple, Future] = {}
         self._memory: OrderedDict[tuple, Image.Image] = OrderedDict()  # decoded tiles, LRU
         self._memory_size = memory_tiles
         self.stats = {"requests": 0, "downloads": 0, "cache_hits": 0, "retries": 0}
@@ -180,40 +180,45 @@ class WmtsSource:
         return self.cache_root / str(year) / str(z) / str(x) / f"{y}.tile"
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
-        if year not in self._years:
-            raise InputError(f"year {year}", f"not served by {self.url_template} (years {list(self._years)})")
-        key = (z, x, y, year)
-        img = self._cached(key)
-        if img is not None:
-            return img
-        path = self.cache_path(z, x, y, year)
-        with self._guard:  # single flight: one download per tile, others wait for it
-            entry = self._inflight.setdefault(key, [threading.Lock(), 0])
-            entry[1] += 1
-        try:
-            with entry[0]:
-                img = self._from_cache(path)
-                if img is None:
-                    data, img = self._download(self.url(z, x, y, year))
-                    write_bytes(path, data)
-            return self._remember(key, img)
-        finally:
-            with self._guard:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    self._inflight.pop(key, None)
+        return self.tiles([(z, x, y, year)])[0]
 
     def tiles(self, keys: list[tuple[int, int, int, int]]) -> list[Image.Image]:
         """Tiles for ``(z, x, y, year)`` keys (one DB image's 16): cached ones at once, in this thread;
         the missing ones fetched concurrently on the source's pool."""
-        out: list[Image.Image | None] = []
         for key in keys:
-            img = self._cached(key)
-            out.append(img)
-        missing = [i for i, img in enumerate(out) if img is None]
-        for i, img in zip(missing, self._pool.map(lambda k: self.tile(*k), [keys[i] for i in missing])):
-            out[i] = img
+            if key[3] not in self._years:
+                raise InputError(f"year {key[3]}", f"not served by {self.url_template} (years {list(self._years)})")
+        out = [self._cached(key) for key in keys]
+        fetches = {i: self._fetch(key) for i, (key, img) in enumerate(zip(keys, out)) if img is None}
+        for i, fut in fetches.items():
+            out[i] = fut.result()  # re-raises TileFetchError
         return out
+
+    def _fetch(self, key: tuple) -> Future:
+        """The one load of ``key`` in flight, started now if there is none (single flight).
+
+        Callers wait on the shared future in their own threads: a pool thread never waits for another
+        one's download, so all ``concurrency`` pool threads are always doing HTTP. (When waiters took
+        pool threads, neighbouring DB images asking for the same tiles left slots idle: 26 vs 36 img/s.)
+        """
+        with self._guard:
+            fut = self._inflight.get(key)
+            if fut is None:
+                fut = self._inflight[key] = self._pool.submit(self._load, key)
+        return fut
+
+    def _load(self, key: tuple) -> Image.Image:
+        """Disk cache (a run before this one, or a download that just finished), else download."""
+        try:
+            path = self.cache_path(*key)
+            img = self._from_cache(path)
+            if img is None:
+                data, img = self._download(self.url(*key))
+                write_bytes(path, data)
+            return self._remember(key, img)
+        finally:
+            with self._guard:
+                self._inflight.pop(key, None)
 
     def _cached(self, key: tuple) -> Image.Image | None:
         """The tile from memory or the disk cache, or None."""

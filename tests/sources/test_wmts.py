@@ -137,6 +137,26 @@ def test_concurrency_cap_rate_limit_and_single_flight(mini, context, tmp_path):
         assert len(gaps) == 20 and gaps.min() > 0.04 and sum(gaps) >= 0.95  # 20 req/s from the first
 
 
+def test_callers_waiting_for_a_tile_in_flight_leave_the_http_slots_free(mini, context, tmp_path):
+    """Neighbouring DB images ask for the same tiles at once; their waiting must not starve other tiles."""
+    row, _ = context
+    z, x0, y0 = int(row.zoom), int(row.tile_col0), int(row.tile_row0)
+    latency = 0.4
+    with TileServer(mini, latency_s=latency) as server, _src(server, tmp_path, concurrency=2) as src:
+        first = threading.Thread(target=src.tile, args=(z, x0, y0, 2018))
+        first.start()
+        time.sleep(0.05)
+        waiters = [threading.Thread(target=src.tiles, args=([(z, x0, y0, 2018)],)) for _ in range(4)]
+        [t.start() for t in waiters]
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        src.tiles([(z, x0 + 1, y0, 2018)])  # the second slot is free: one latency, not a wait behind the waiters
+        elapsed = time.perf_counter() - t0
+        [t.join() for t in [first, *waiters]]
+        assert server.n_requests == 2
+        assert elapsed < 1.75 * latency, elapsed
+
+
 def test_eox_template_defaults_and_attribution(mini, context, tmp_path):
     row, ctx = context
     src = WmtsSource(cache_dir=tmp_path)
