@@ -46,7 +46,8 @@ def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | Non
     a, b = index.lat_range(nadir[0] - np.degrees(angle) - 1e-6, nadir[0] + np.degrees(angle) + 1e-6)
     lat0, lon0 = np.radians(nadir[0]), np.radians(nadir[1])
     n = np.array([np.cos(lat0) * np.cos(lon0), np.cos(lat0) * np.sin(lon0), np.sin(lat0)])
-    cos_d = index.centre_xyz()[a:b] @ n
+    x, y, z = index.centre_xyz()[:, a:b]  # not BLAS: its threads spin after a call and slow the scan
+    cos_d = x * n[0] + y * n[1] + z * n[2]
     edge = np.cos(min(angle, np.pi))
     sub = cos_d > edge + 1e-9
     unsure = np.flatnonzero(np.abs(cos_d - edge) <= 1e-9)

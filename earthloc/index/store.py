@@ -44,6 +44,9 @@ PRECISIONS = ("fp32", "fp16", "pq")
 PQ_BITS = 8
 PQ_SUBVECTOR_DIM = 8  # PQ with d/8 sub-quantizers of 8 bits: 4096-d -> 512 bytes per vector
 _BLOCK_VECTORS = 4096  # score at most this many vectors per task (bounds memory, balances threads)
+# A disk's rim leaves gaps of 1-3 rows between long runs (rows of one latitude band just outside it):
+# reading such gaps and dropping them costs less than one more kernel call per run.
+_SCAN_GAP = 64
 
 # The runs of a visible disk are scored by a few Python threads, each calling single-threaded BLAS
 # (numpy releases the GIL). Letting BLAS thread every small product instead costs a thread wake-up
@@ -139,10 +142,17 @@ def geo_order(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return np.lexsort((np.asarray(lon, dtype=np.float64), band))
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open ``[start, stop)`` intervals of consecutive True values in a 1-D bool array."""
+def _runs(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
+    """Half-open ``[start, stop)`` intervals of consecutive True values in a 1-D bool array; runs
+    separated by at most ``max_gap`` False values are joined (the gap rows are then inside)."""
     edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+    runs: list[tuple[int, int]] = []
+    for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+        if runs and a - runs[-1][1] <= max_gap:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((a, b))
+    return runs
 
 
 def _new_faiss(dim: int, precision: str, train: np.ndarray) -> faiss.Index:
@@ -183,12 +193,15 @@ class Index:
         self.centre_lon = self.manifest["centre_lon"].to_numpy(np.float64)
         self._band = np.floor(self.centre_lat)  # ascending: rows are in geo-cell order
         self._xyz: np.ndarray | None = None
+        self._shadow = None  # bf16 shadow of fp32 vectors for the two-stage exact scan (made on first use)
+        self._shadow_lock = threading.Lock()
 
     def centre_xyz(self) -> np.ndarray:
-        """(N, 3) float64 unit vectors of the DB image centres on the sphere (cached)."""
+        """(3, N) float64: x, y, z of the unit vectors of the DB image centres on the sphere (cached).
+        Three contiguous rows, so a dot product with a point is three vector ops, not a BLAS call."""
         if self._xyz is None:
             lat, lon = np.radians(self.centre_lat), np.radians(self.centre_lon)
-            self._xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+            self._xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
         return self._xyz
 
     def lat_range(self, south: float, north: float) -> tuple[int, int]:
@@ -390,6 +403,58 @@ class Index:
             best[a - start:b - start] = s.max(axis=1)
         return best, slot
 
+    def shadow(self, n_queries: int = 4):
+        """The bf16 shadow of the fp32 vectors (:mod:`earthloc.index.scan`), made on first call (about
+        1.5 s per GB of fp32 vectors on 2 cores) and kept in RAM (half the size of the vectors).
+        ``n_queries``: descriptors per photo, to compile the scan kernels for."""
+        from earthloc.index.scan import make_shadow
+
+        with self._shadow_lock:
+            if self._shadow is None:
+                self._shadow = make_shadow(self._vectors(0, self.faiss.ntotal), n_queries)
+            return self._shadow
+
+    def _score_ids(self, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """fp32 best score and best slot of the given ``rows`` (gathered) for ``q`` (R, D).
+
+        In torch, like the bf16 scan before it: numpy's BLAS threads spin after each call and, run
+        between two torch kernels, slowed the scan 2-4x (measured)."""
+        import torch
+
+        nd = len(self.db_rotations)
+        ids = torch.from_numpy((rows[:, None] * nd + np.arange(nd)).ravel())
+        with torch.inference_mode():
+            v = torch.from_numpy(self._vectors(0, self.faiss.ntotal)).index_select(0, ids)
+            s = (v @ torch.from_numpy(q).T).reshape(len(rows), nd * len(q)).numpy()
+        return s.max(axis=1), s.argmax(axis=1)
+
+    def _exact_fp32(self, q: np.ndarray, mask: np.ndarray | None, k: int):
+        """Rows, fp32 best scores and slots of every row of ``mask`` that can be in the top ``k``.
+
+        A bf16 scan (:func:`earthloc.index.scan.bounds`: half the bytes of fp32) gives each row an
+        interval holding its exact best score; rows whose upper end reaches the k-th best lower end
+        are re-scored in fp32. Rows left out score below at least k re-scored ones, so the top k
+        (ties included) is the fp32 top k.
+        """
+        from earthloc.index.scan import bounds, fp32_error
+
+        nd, n = len(self.db_rotations), len(self)
+        rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
+        if len(rows) > k:
+            runs = _runs(mask, max_gap=_SCAN_GAP) if mask is not None else [(0, n)]
+            sh = self.shadow(len(q))
+            lo, up = bounds(sh, q, [(a * nd, b * nd) for a, b in runs])
+            lo = lo.reshape(-1, nd * len(q)).max(axis=1)  # per row: best over DB x query rotations
+            up = up.reshape(-1, nd * len(q)).max(axis=1)
+            scanned = np.concatenate([np.arange(a, b) for a, b in runs])
+            if mask is not None:  # gap rows were read with their runs; drop them
+                inside = mask[scanned]
+                scanned, lo, up = scanned[inside], lo[inside], up[inside]
+            kth_low = -np.partition(-lo, k - 1)[k - 1]
+            rows = scanned[up >= kth_low - 2 * fp32_error(q, sh.vmax)]
+        best, slot = self._score_ids(q, rows)
+        return rows, best, slot
+
     def search(self, queries: np.ndarray, k: int, mask: np.ndarray | None = None,
                query_rotations: Sequence[int] | None = None) -> list[list[Hit]]:
         """Exact top-``k`` DB images for each photo.
@@ -427,11 +492,14 @@ class Index:
                 out.append([])
                 continue
             q = queries[i]
-            with _single_threaded_blas():
-                scored = list(_pool().map(lambda ab: self._score_rows(q, *ab), blocks))
-            rows = np.concatenate([np.arange(a, b) for a, b in blocks])
-            best = np.concatenate([s for s, _ in scored])
-            slot = np.concatenate([sl for _, sl in scored])
+            if self.precision == "fp32":  # exact, in two stages (bf16 scan, fp32 re-score)
+                rows, best, slot = self._exact_fp32(q, None if mask is None else mask[i], k)
+            else:  # approximate codes: decode and score every row
+                with _single_threaded_blas():
+                    scored = list(_pool().map(lambda ab: self._score_rows(q, *ab), blocks))
+                rows = np.concatenate([np.arange(a, b) for a, b in blocks])
+                best = np.concatenate([s for s, _ in scored])
+                slot = np.concatenate([sl for _, sl in scored])
             if len(best) > k:  # keep every row tied with the k-th score, so ties break by row number
                 kth = -np.partition(-best, k - 1)[k - 1]
                 top = np.flatnonzero(best >= kth)
