@@ -9,7 +9,8 @@ Layout of an index folder (format version :data:`FORMAT_VERSION`)::
 Rows are stored in *geo-cell order* (1-degree latitude bands, then longitude), so the DB images
 whose centres lie in a photo's visible disk form a few dozen contiguous runs of vectors: the
 visible-disk search reads only those runs (views, no copy) instead of scanning the whole index,
-and is still exact. Scores are inner products of L2-normalised descriptors (cosine similarity,
+and is still exact. fp32 indexes are read through a bf16 copy and the rows that can reach the top k
+are re-scored in fp32 (:mod:`earthloc.index.scan`): half the bytes, same result. Scores are inner products of L2-normalised descriptors (cosine similarity,
 higher is better); on unit vectors this ranks exactly like the official L2 distance
 (``|q - x|^2 = 2 - 2 q.x``).
 
