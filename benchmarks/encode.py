@@ -36,7 +36,7 @@ def bench_model(name: str, batch: int, repeats: int) -> tuple[dict[str, float], 
     model = load_model(name, pretrained=name != "earthloc")
     x = _batch(model, batch)
     runners = {}
-    for path in ("eager", "cl", "bf16", "ort"):
+    for path in ("eager", "cl", "bf16", "ov", "ort"):
         used, run = make_runner(model, path)
         if used == path:  # skip paths this CPU cannot run (no bf16, no onnxruntime)
             runners[path] = run

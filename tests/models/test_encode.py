@@ -93,11 +93,11 @@ def test_fast_paths_within_tolerance_lite(lite0_gem, contexts, lite_ref, path):
     assert _min_cosine(lite_ref, fast) >= 0.999
 
 
-@pytest.mark.parametrize("path", ["bf16", "ort"])
+@pytest.mark.parametrize("path", ["bf16", "ov", "ort"])
 def test_fast_paths_within_tolerance_earthloc(earthloc_random, contexts, earthloc_ref, path):
     """Official architecture (random init: no weights offline) on real tiles: each fast path within 0.999."""
-    assert _auto_candidates(earthloc_random) <= {"bf16", "ort", "cl"}
-    assert BEST_PATH["earthloc"][0] == "bf16"  # fastest measured; the test below holds its tolerance
+    assert _auto_candidates(earthloc_random) <= {"ov", "bf16", "ort", "cl"}
+    assert BEST_PATH["earthloc"][0] == "ov"  # fastest measured; the test below holds its tolerance
     fast = encode(earthloc_random, contexts[:3], rotations=(0, 90), progress=False, path=path)
     assert _min_cosine(earthloc_ref, fast) >= 0.999
     assert not np.array_equal(earthloc_ref, fast)  # it really is another computation, not the reference again
