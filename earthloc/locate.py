@@ -69,13 +69,14 @@ class Locator:
     """
 
     def __init__(self, index: Index, model, max_off_nadir_deg: float | None = None, require_area: bool = True,
-                 merge_years: bool = True, batch_size: int = 8):
+                 merge_years: bool = True, batch_size: int = 8, device: str = "cpu"):
         index.identity.check(model, index.path or "index")
         self.index, self.model = index, model
         self.max_off_nadir_deg = max_off_nadir_deg
         self.require_area = require_area
         self.merge_years = merge_years
         self.batch_size = batch_size
+        self.device = device  # where photos are encoded: cpu, cuda[:N] or auto
         # a 1x index is searched with the photo at 4 rotations; a 4x rotated index with the photo as is
         self.query_rotations = ROTATIONS if index.rotations == "query" else (0,)
         self._n_years = max(1, int(index.manifest["year"].nunique()))
@@ -116,7 +117,7 @@ class Locator:
         from earthloc.models.encode import encode
 
         return encode(self.model, list(images), rotations=self.query_rotations, batch_size=self.batch_size,
-                      progress=False)
+                      progress=False, device=self.device)
 
     def rank(self, photo: Photo, descriptors: np.ndarray, top_k: int = 10) -> Localization:
         """Candidates of a resolved photo from its descriptors (R, D)."""

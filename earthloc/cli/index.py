@@ -25,12 +25,16 @@ def build(
                                        "'db': official 4x rotated index, photos encoded once."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), fp16 (half the bytes) or pq (d/8 bytes)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="Where to encode: cpu, cuda, cuda:N or auto (GPU if any)."),
 ) -> None:
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
     from earthloc.index.store import PRECISIONS, Index
     from earthloc.errors import InputError
     from earthloc.models.registry import load_model
 
+    from earthloc.models.fast import resolve_device
+
+    device = resolve_device(device)  # a missing GPU is bad input, before any work
     if rotations not in ("query", "db"):
         raise InputError("--rotations", f"must be 'query' or 'db', got {rotations!r}")
     if precision not in PRECISIONS:
@@ -38,7 +42,7 @@ def build(
     if not db.is_dir():
         raise InputError(db, "DB folder not found")
     index = Index.build(db, load_model(model, checkpoint), out, rotations=rotations, precision=precision,
-                        batch_size=batch_size)
+                        batch_size=batch_size, device=device)
     typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
                f"rotations={index.rotations}) with {index.model_name} -> {out}")
 

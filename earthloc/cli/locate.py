@@ -93,6 +93,7 @@ def locate(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model."),
     refine: bool = typer.Option(False, "--refine", help="Refine candidates into footprints (earthloc refine) and re-rank."),
     matcher: str = typer.Option("xfeat-lg", "--matcher", help="Matcher for --refine: xfeat-lg, disk-lg, aliked-lg, sift, orb."),
+    device: str = typer.Option("cpu", "--device", help="Where to encode photos: cpu, cuda, cuda:N or auto (GPU if any)."),
 ) -> int:
     """Rank DB tiles (tile, year, rotation, score, footprint) for each photo, searching only the DB
     images visible from the ISS. Exit code 0: all photos localized; 1: some failed; 2: bad input."""
@@ -117,9 +118,12 @@ def locate(
 
         items = [replace(p, **fixed, extra={**p.extra, "time_precision": "exact"} if time else p.extra)
                  for p in items]
+    from earthloc.models.fast import resolve_device
+
+    device = resolve_device(device)  # a missing GPU is bad input, before the index is read
     ix = Index.open(index)
     locator = Locator(ix, load_model(model or ix.model_name, checkpoint), max_off_nadir_deg=max_off_nadir,
-                      require_area=not search_all)
+                      require_area=not search_all, device=device)
     if progress_file is None and out is not None:
         progress_file = out.with_name(out.name + ".progress.jsonl")
     results = run_batch(locator, items, progress_file, top_k=top, progress=len(items) > 1)

@@ -284,7 +284,7 @@ class Index:
 
     @classmethod
     def build(cls, db_dir: Path, model, out_dir: Path, rotations: str = "query", precision: str = "fp32",
-              batch_size: int = 32, chunk: int = 1024, progress: bool = True) -> "Index":
+              batch_size: int = 32, chunk: int = 1024, progress: bool = True, device: str = "cpu") -> "Index":
         """Encode every image of the DB folder ``db_dir`` with ``model`` and save the index to ``out_dir``.
 
         Resumable: descriptors are saved per chunk of ``chunk`` images under ``out_dir/.partial-*``
@@ -308,7 +308,8 @@ class Index:
                 paths = [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]]
                 if progress and n_chunks > 1:
                     print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
-                vecs = encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress)
+                vecs = encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress,
+                              device=device)
                 with atomic_path(f) as tmp:
                     with open(tmp, "wb") as fh:
                         np.save(fh, vecs.astype(np.float32))

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from earthloc.errors import InputError
-from earthloc.models.fast import make_runner
+from earthloc.models.fast import make_runner, resolve_device
 from earthloc.models.preprocess import Preprocessing, load_image, normalize, to_uint8_tensor
 
 Item = str | os.PathLike | Image.Image
@@ -55,15 +55,18 @@ def rotate_ccw(x: torch.Tensor, degrees: int) -> torch.Tensor:
 
 
 def encode(model: torch.nn.Module, items: Sequence[Item], rotations: Sequence[int] = (0,), batch_size: int = 32,
-           num_workers: int = 0, progress: bool = True, dtype: str = "float32", path: str = "auto") -> np.ndarray:
+           num_workers: int = 0, progress: bool = True, dtype: str = "float32", path: str = "auto",
+           device: str = "cpu") -> np.ndarray:
     """Encode ``items`` (image paths or PIL images) at each rotation.
 
     Returns float32 (or float16 with ``dtype="float16"``, half the storage) array [N, R, D], each row
     L2-normalised (before the fp16 cast). ``path``: inference path (``auto`` = fastest within cosine 0.999 of
-    eager fp32; ``eager`` = the fp32 reference). Unreadable image -> InputError naming it.
+    eager fp32; ``eager`` = the fp32 reference). ``device``: ``cpu``, ``cuda[:N]`` (fp32 on the GPU) or
+    ``auto``. Unreadable image -> InputError naming it.
     """
     if dtype not in ("float32", "float16"):
         raise InputError(dtype, "dtype must be float32 or float16")
+    device = resolve_device(device)  # a missing GPU fails before any work
     rotations = tuple(int(r) for r in rotations)
     for r in rotations:
         if r % 90:
@@ -73,7 +76,7 @@ def encode(model: torch.nn.Module, items: Sequence[Item], rotations: Sequence[in
     out = np.empty((len(items), len(rotations), dim), dtype=np.float32)
     if len(items) == 0:
         return out.astype(dtype)
-    _, run = make_runner(model, path, workload=len(items) * len(rotations))
+    _, run = make_runner(model, path, workload=len(items) * len(rotations), device=device)
     loader = DataLoader(_ImageDataset(items, prep), batch_size=max(1, batch_size // len(rotations)),
                         num_workers=num_workers, collate_fn=_collate, persistent_workers=False)
     with torch.inference_mode(), tqdm(total=len(items), unit="img", desc=f"encode {getattr(model, 'name', '')}",

@@ -252,13 +252,53 @@ def _ort_ready(model: nn.Module) -> bool:
             and (cache_dir() / "onnx" / f"{getattr(model, 'name', 'model')}-{size}-{digest[:20]}.onnx").is_file())
 
 
-def make_runner(model: nn.Module, path: str = "auto", workload: int | None = None) -> tuple[str, Runner]:
+def resolve_device(device: str = "cpu") -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` as given (``auto``: ``cuda`` when a GPU is visible, else ``cpu``);
+    a CUDA device that is not there is an :class:`~earthloc.errors.InputError`."""
+    from earthloc.errors import InputError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not device.startswith("cuda"):
+        raise InputError(f"--device {device}", "must be cpu, cuda, cuda:N or auto")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}", "no CUDA GPU is visible to PyTorch here")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}", f"only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
+def _cuda_runner(model: nn.Module, device: str) -> Runner:
+    """fp32 on the GPU (TF32 matmuls/convs off, so the tolerance holds for every model), channels_last."""
+    net = copy.deepcopy(model).eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            y = net(x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+        return F.normalize(y.float(), p=2, dim=-1).cpu()
+
+    return run
+
+
+def make_runner(model: nn.Module, path: str = "auto", workload: int | None = None,
+                device: str = "cpu") -> tuple[str, Runner]:
     """Return (path used, fn) where fn maps a normalised float batch [B,3,S,S] to fp32 descriptors [B,D].
 
     ``workload``: number of images to encode; with ``auto``, small jobs skip a not-yet-cached ONNX export.
     Non-eager paths work on an eval-mode copy (or an exported graph), so the caller's model (maybe in
-    training mode, maybe NCHW) is left untouched.
+    training mode, maybe NCHW) is left untouched. ``device``: ``cuda[:N]`` runs fp32 on that GPU (path
+    ``cuda``; ``path`` is then ignored), ``auto`` picks the GPU when there is one.
     """
+    device = resolve_device(device)
+    if device != "cpu":
+        return "cuda", _cuda_runner(model, device)
     if path != "auto":
         path = resolve_path(model, path)
         choices = (path,)

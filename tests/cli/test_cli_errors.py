@@ -112,3 +112,13 @@ def test_areas_counts_on_real_metadata(shared_data, tmp_path):
         n_db = int((haversine_km(lat, lon, db.center_lat.to_numpy(), db.center_lon.to_numpy()) < 5000).sum())
         assert t_csv[name][1] == n_db
     assert sum(v[1] for v in t_csv.values()) > 0 and sum(v[2] for v in t_csv.values()) > 0  # some kept
+
+
+@pytest.mark.parametrize("device, words", [("cuda:99", ("--device cuda:99", "CUDA")), ("tpu", ("must be cpu, cuda",))])
+def test_unusable_device_is_bad_input(tmp_path, shared_data, device, words):
+    """No GPU 99 anywhere (and none at all on CI): one clear error before any work, for both commands."""
+    photo = next((shared_data / "iss_mini" / "queries").glob("*.jpg"))
+    assert_input_error(run("locate", str(photo), "--index", str(tmp_path), "--nadir", "0,0", "--device", device), *words)
+    db = tmp_path / "db"
+    db.mkdir()
+    assert_input_error(run("index", "build", "--db", str(db), "--out", str(tmp_path / "ix"), "--device", device), *words)
