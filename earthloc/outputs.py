@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from shapely.geometry import mapping
+from shapely.affinity import translate
+from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from shapely.geometry.polygon import orient
 
 from earthloc.atomic import atomic_path, write_text
@@ -118,7 +119,19 @@ def to_jsonl(locs: Iterable[Localization]) -> str:
 
 # --- GeoJSON ------------------------------------------------------------------------------
 def _poly(f: Footprint) -> dict:
-    return mapping(orient(f.polygon_lonlat, sign=1.0))
+    """GeoJSON geometry of a footprint: a Polygon, or a MultiPolygon cut at the antimeridian (RFC 7946
+    3.1.9), so every longitude is within [-180, 180] and GIS tools draw it where it is."""
+    poly = f.polygon_lonlat  # longitudes unwrapped around the first corner: may pass +-180
+    west, _, east, _ = poly.bounds
+    if -180 <= west and east <= 180:
+        return mapping(orient(poly, sign=1.0))
+    parts = []
+    for turn in (-1, 0, 1):  # the piece in each 360-degree window, shifted back into [-180, 180]
+        piece = poly.intersection(box(-180 + 360 * turn, -90, 180 + 360 * turn, 90))
+        for p in getattr(piece, "geoms", [piece]):
+            if isinstance(p, Polygon) and not p.is_empty:
+                parts.append(orient(translate(p, xoff=-360 * turn), sign=1.0))
+    return mapping(MultiPolygon(parts))
 
 
 def to_geojson(locs: Iterable[Localization]) -> dict:

@@ -113,3 +113,27 @@ def test_html_map_has_every_photo_and_footprint(locs, tmp_path):
 def test_unknown_format_is_input_error(locs, tmp_path):
     with pytest.raises(InputError, match="unknown output format"):
         outputs.write(locs, tmp_path / "r.shp")
+
+
+def test_geojson_cuts_a_footprint_at_the_antimeridian(locs, tmp_path):
+    """A real NASA footprint moved east until it straddles 180 degrees comes out as a MultiPolygon with
+    every longitude in [-180, 180] and the same geodesic area (RFC 7946 3.1.9)."""
+    from dataclasses import replace
+
+    from pyproj import Geod
+
+    fp = locs[0].photo.footprint
+    shift = 180.0 - float(fp.lons.mean())  # same shape and latitude, centred on the antimeridian
+    moved = Footprint(tuple((lat, (lon + shift + 180) % 360 - 180) for lat, lon in zip(fp.lats, fp.lons)))
+    photo = replace(locs[0].photo, footprint=moved, centre=None, nadir=None)
+    outputs.write([Localization(photo, ())], tmp_path / "am.geojson")
+    (feat,) = json.loads((tmp_path / "am.geojson").read_text())["features"]
+    geom = feat["geometry"]
+    assert geom["type"] == "MultiPolygon" and len(geom["coordinates"]) == 2
+    lons = [x for poly in geom["coordinates"] for ring in poly for x, _ in ring]
+    assert min(lons) >= -180 and max(lons) <= 180 and min(lons) < -179 and max(lons) > 179
+    geod = Geod(ellps="WGS84")
+    area = sum(abs(geod.geometry_area_perimeter(p)[0]) for p in shape(geom).geoms) / 1e6
+    assert area == pytest.approx(moved.area_km2, rel=1e-3)
+    for poly in geom["coordinates"]:
+        assert shapely.LinearRing(poly[0]).is_ccw
