@@ -14,3 +14,6 @@ class InputError(ValueError):
         self.where = str(where)
         self.problem = problem
         super().__init__(f"{where}: {problem}")
+
+    def __reduce__(self):  # pickles whole (worker processes, Ray tasks) despite the two-argument __init__
+        return type(self), (self.where, self.problem)

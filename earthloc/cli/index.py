@@ -26,6 +26,10 @@ def build(
     precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), fp16 (half the bytes) or pq (d/8 bytes)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Where to encode: cpu, cuda, cuda:N or auto (GPU if any)."),
+    ray: str = typer.Option(None, "--ray", help="Encode chunks as Ray tasks: 'local' (Ray on this machine), 'auto' "
+                                                "(the running cluster) or a cluster address. Needs earthloc[ray]."),
+    ray_cpus: int = typer.Option(1, "--ray-cpus", min=1, help="CPUs (torch threads) per Ray task."),
+    chunk: int = typer.Option(1024, "--chunk", min=1, help="Images per chunk (the unit of resume and of Ray tasks)."),
 ) -> None:
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
     from earthloc.index.store import PRECISIONS, Index
@@ -42,7 +46,7 @@ def build(
     if not db.is_dir():
         raise InputError(db, "DB folder not found")
     index = Index.build(db, load_model(model, checkpoint), out, rotations=rotations, precision=precision,
-                        batch_size=batch_size, device=device)
+                        batch_size=batch_size, device=device, ray=ray, ray_cpus=ray_cpus, chunk=chunk)
     typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
                f"rotations={index.rotations}) with {index.model_name} -> {out}")
 

@@ -284,11 +284,14 @@ class Index:
 
     @classmethod
     def build(cls, db_dir: Path, model, out_dir: Path, rotations: str = "query", precision: str = "fp32",
-              batch_size: int = 32, chunk: int = 1024, progress: bool = True, device: str = "cpu") -> "Index":
+              batch_size: int = 32, chunk: int = 1024, progress: bool = True, device: str = "cpu",
+              ray: str | None = None, ray_cpus: int = 1) -> "Index":
         """Encode every image of the DB folder ``db_dir`` with ``model`` and save the index to ``out_dir``.
 
         Resumable: descriptors are saved per chunk of ``chunk`` images under ``out_dir/.partial-*``
         and reused by a rerun; the finished folder appears only when everything is written.
+        ``ray``: encode the missing chunks as Ray tasks (``local``, ``auto`` or a cluster address; see
+        :mod:`earthloc.index.scaleout`), ``ray_cpus`` CPUs each.
         """
         from earthloc.db.manifest import load as load_manifest
         from earthloc.models.encode import encode
@@ -300,20 +303,27 @@ class Index:
         db_rotations = (0,) if rotations == "query" else ROTATIONS
         partial = Path(out_dir) / f".partial-{manifest_digest(manifest)[:16]}-{rotations}-{ModelIdentity.of(model).name}"
         partial.mkdir(parents=True, exist_ok=True)
-        parts = []
         n_chunks = (len(manifest) + chunk - 1) // chunk
-        for i in range(n_chunks):
-            f = partial / f"chunk_{i:05d}.npy"
-            if not f.exists():
-                paths = [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]]
-                if progress and n_chunks > 1:
-                    print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
-                vecs = encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress,
-                              device=device)
-                with atomic_path(f) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, vecs.astype(np.float32))
-            parts.append(np.load(f))
+        chunk_file = lambda i: partial / f"chunk_{i:05d}.npy"  # noqa: E731
+        todo = [(i, [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]])
+                for i in range(n_chunks) if not chunk_file(i).exists()]
+
+        def save_chunk(i: int, vecs: np.ndarray) -> None:
+            with atomic_path(chunk_file(i)) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, vecs.astype(np.float32))
+
+        if ray is not None and todo:
+            from earthloc.index.scaleout import encode_on_ray
+
+            for i, vecs in encode_on_ray(model, todo, db_rotations, batch_size, ray, ray_cpus, device, progress):
+                save_chunk(i, vecs)
+        for i, paths in todo if ray is None else []:
+            if progress and n_chunks > 1:
+                print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
+            save_chunk(i, encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress,
+                                 device=device))
+        parts = [np.load(chunk_file(i)) for i in range(n_chunks)]
         index = cls.from_vectors(np.concatenate(parts), manifest, ModelIdentity.of(model), rotations, precision,
                                  db_dir=db_dir)
         index.save(out_dir)

@@ -1,0 +1,76 @@
+"""Index build on Ray (a local Ray started by the test): same index as the serial build, chunks on disk are
+reused, a bad image fails with the same one-line error. Real Sentinel-2 DB images of one iss_mini context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from earthloc.errors import InputError
+from earthloc.index.store import Index, ModelIdentity, manifest_digest
+
+pytestmark = pytest.mark.slow  # starts Ray: ~10-20 s on 2 cores
+
+
+@pytest.fixture(scope="module")
+def db(shared_data, tmp_path_factory):
+    from earthloc.db.build import build_db
+    from earthloc.demo import demo_places
+    from earthloc.sources.mosaic import MosaicSource
+
+    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    mosaic = next(m for m in source.mosaics if m.path.stem == "12_1164_2526")
+    out = tmp_path_factory.mktemp("raydb") / "db"
+    build_db(source, demo_places(source, [mosaic]), [2018], out, workers=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    from earthloc.models.registry import load_model
+
+    return load_model("lite0-gem")
+
+
+def test_ray_build_equals_serial_and_reuses_finished_chunks(db, model, tmp_path, monkeypatch):
+    import earthloc.models.encode
+    from earthloc.db.manifest import load
+
+    serial = Index.build(db, model, tmp_path / "serial", chunk=8, progress=False)
+    assert len(serial) > 16  # several chunks of 8
+
+    # a finished chunk from an earlier (killed) run: Ray must take it as is, not encode it again
+    manifest = load(db)
+    partial = tmp_path / "ray" / f".partial-{manifest_digest(manifest)[:16]}-query-{ModelIdentity.of(model).name}"
+    partial.mkdir(parents=True)
+    planted = np.zeros((8, 1, serial.dim), np.float32)
+    planted[:, 0, 0] = 1.0
+    np.save(partial / "chunk_00001.npy", planted)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("encoded in the driver: with --ray only Ray worker processes encode")
+
+    monkeypatch.setattr(earthloc.models.encode, "encode", not_here)  # worker processes import their own copy
+    ray_ix = Index.build(db, model, tmp_path / "ray", chunk=8, progress=False, ray="local")
+    assert ray_ix.manifest["tile"].tolist() == serial.manifest["tile"].tolist()
+    a, b = serial._vectors(0, len(serial)), ray_ix._vectors(0, len(ray_ix))
+    # rows of the planted chunk (manifest rows 8-15 before geo ordering) carry the planted vector
+    planted_tiles = set(manifest["tile"].iloc[8:16])
+    is_planted = ray_ix.manifest["tile"].isin(planted_tiles).to_numpy()
+    assert is_planted.sum() == 8 and (b[is_planted, 0] == 1.0).all() and (b[is_planted, 1:] == 0).all()
+    cos = (a[~is_planted] * b[~is_planted]).sum(axis=1)
+    assert cos.min() > 0.9999  # every other chunk encoded by Ray workers = the serial descriptors
+    assert not partial.exists()  # finished: the partial chunks are gone
+
+
+def test_ray_build_bad_image_is_one_clear_error(db, model, tmp_path):
+    import shutil
+
+    from earthloc.db.manifest import load
+
+    bad_db = tmp_path / "db"
+    shutil.copytree(db, bad_db)
+    victim = bad_db / load(bad_db)["path"].iloc[3]
+    victim.write_bytes(victim.read_bytes()[:500])  # truncated JPEG
+    with pytest.raises(InputError, match=victim.name):
+        Index.build(bad_db, model, tmp_path / "ix", chunk=8, progress=False, ray="local")
