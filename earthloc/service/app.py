@@ -2,8 +2,10 @@
 
 A thin FastAPI layer over :class:`earthloc.locate.Locator`; the model and index are loaded once at start.
 
-- ``GET /``             the map page (Leaflet; the page loads Leaflet and the basemap from the internet)
-- ``GET /api/info``     model name, descriptor size, number of DB images
+- ``GET /``             the map page (Leaflet, served from ``static/leaflet``: it works offline)
+- ``GET /api/info``     model name, descriptor size, number of DB images, the DB's years/zooms/extent
+- ``GET /api/tiles/{year}/{z}/{x}/{y}.jpg``  256-px Web-Mercator tiles cut from the index's own DB images:
+                        the page's offline basemap (404 where the DB has no image)
 - ``POST /api/locate``  multipart ``photo`` + ``nadir_lat``/``nadir_lon`` or ``time`` (ISO 8601 UTC)
                         [+ ``top_k``, ``altitude_km``] -> GeoJSON FeatureCollection (as ``earthloc locate``)
 
@@ -16,8 +18,9 @@ import io
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Response, UploadFile
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from earthloc import outputs
 from earthloc.errors import InputError
@@ -38,7 +41,9 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
     model = load_model(model_name or index.model_name, checkpoint=checkpoint)
     locator = Locator(index, model)
     lock = threading.Lock()  # one encode at a time: torch already uses every core
+    basemap = _db_tiles(index)
     app = FastAPI(title="earthloc", summary="Where on Earth was this astronaut photo taken?")
+    app.mount("/static", StaticFiles(directory=_PAGE.parent), name="static")
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -46,8 +51,19 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
 
     @app.get("/api/info")
     def info() -> dict:
+        lat, lon = index.centre_lat, index.centre_lon
         return {"model": index.model_name, "descriptor_dim": index.dim, "db_images": len(index),
-                "rotations": index.rotations}
+                "rotations": index.rotations,
+                "basemap": None if basemap is None else {"years": list(basemap.years), "zooms": list(basemap.native_zooms)},
+                "extent": [[float(lat.min()), float(lon.min())], [float(lat.max()), float(lon.max())]] if len(index) else None}
+
+    @app.get("/api/tiles/{year}/{z}/{x}/{y}.jpg")
+    def tile(year: int, z: int, x: int, y: int) -> Response:
+        if basemap is None or not basemap.covers(z, x, y, year):
+            raise HTTPException(404, f"no DB image holds tile {z}/{x}/{y} of {year}")
+        buf = io.BytesIO()
+        basemap.tile(z, x, y, year).save(buf, format="JPEG", quality=90)
+        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/api/locate")
     async def locate(photo: UploadFile = File(...), nadir_lat: float | None = Form(None),
@@ -98,3 +114,15 @@ def _spool(data: bytes, name: str) -> str:
     with open(fd, "wb") as f:
         f.write(data)
     return path
+
+
+def _db_tiles(index):
+    """The index's DB folder as a tile source (the offline basemap), or None when it is not on this machine."""
+    from earthloc.sources.official import OfficialSource
+
+    if index.db_dir is None or not index.db_dir.is_dir():
+        return None
+    try:
+        return OfficialSource(index.db_dir)
+    except InputError:
+        return None

@@ -89,3 +89,35 @@ def test_bad_uploads_get_400_naming_the_problem(served):
         r = httpx.post(f"{url}/api/locate", files={"photo": (photo.path.name, f, "image/jpeg")},
                        data={"nadir_lat": "95", "nadir_lon": "10"})
     assert r.status_code == 400 and "nadir" in r.json()["detail"]
+
+
+def test_page_is_offline_and_serves_the_db_imagery_as_basemap(served):
+    """No asset from the internet is needed for the map: Leaflet comes from the app, and the basemap tiles
+    are cut from the index's own DB images (pixel-exact crops, JPEG-encoded)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from earthloc.sources.official import OfficialSource
+
+    url, index, _ = served
+    page = httpx.get(f"{url}/").text
+    assert "unpkg.com" not in page and "static/leaflet/leaflet.js" in page
+    js = httpx.get(f"{url}/static/leaflet/leaflet.js")
+    assert js.status_code == 200 and "Leaflet" in js.text[:300]
+    assert httpx.get(f"{url}/static/leaflet/images/layers.png").headers["content-type"] == "image/png"
+
+    info = httpx.get(f"{url}/api/info").json()
+    year, zoom = info["basemap"]["years"][0], info["basemap"]["zooms"][0]
+    (lat0, lon0), (lat1, lon1) = info["extent"]
+    assert lat0 <= index.centre_lat.min() and lat1 >= index.centre_lat.max()
+    src = OfficialSource(index.db_dir)
+    row, _, col, _ = src.coverage(zoom)[0]  # the first DB image's tile range
+    z, x, y = zoom, col + 1, row + 2  # a tile inside it (x = column, y = row)
+    r = httpx.get(f"{url}/api/tiles/{year}/{z}/{x}/{y}.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16)
+    want = np.asarray(src.tile(z, x, y, year), dtype=np.int16)
+    assert got.shape == (256, 256, 3) and np.abs(got - want).mean() < 3  # same pixels up to JPEG re-encoding
+    assert httpx.get(f"{url}/api/tiles/{year}/{z}/0/0.jpg").status_code == 404  # no DB image there
