@@ -56,6 +56,8 @@ def build(
     tile_cache: Path = typer.Option(None, "--tile-cache", help="Tile cache folder [default: "
                                                                "$EARTHLOC_CACHE/tiles]."),
     quality: int = typer.Option(90, "--quality", help="JPEG quality of the DB images."),
+    size: int = typer.Option(1024, "--size", help="Pixels per side of the DB images (official: 1024 = 4 x 256-px "
+                                                  "tiles; smaller saves disk and decoding, same footprint)."),
     limit: int = typer.Option(0, "--limit", help="Build only the first N places (0 = all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print how many places and images."),
 ) -> None:
@@ -89,7 +91,7 @@ def build(
     if not chosen:
         raise InputError("--region", "selects no place for this source")
     try:
-        rep = build_db(src, chosen, year_list, out, workers=workers, quality=quality)
+        rep = build_db(src, chosen, year_list, out, workers=workers, quality=quality, size=size)
     finally:
         if hasattr(src, "close"):
             src.close()

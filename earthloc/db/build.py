@@ -78,12 +78,15 @@ def _decodes(path: Path) -> bool:
         return False
 
 
-def _make_one(source: TileSource, block: TileBlock, year: int, out_dir: Path, quality: int) -> dict:
-    """Compose, encode and atomically write one DB image; return its manifest row."""
+def _make_one(source: TileSource, block: TileBlock, year: int, out_dir: Path, quality: int, size: int) -> dict:
+    """Compose, (resize,) encode and atomically write one DB image; return its manifest row."""
     from earthloc.geo.names import DbImageName
 
     name = DbImageName.for_tile(block, year)
-    data = encode_jpeg(compose(source, block, year), quality)
+    img = compose(source, block, year)
+    if img.width != size:  # same footprint, fewer pixels (the models see 320 px anyway)
+        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    data = encode_jpeg(img, quality)
     write_bytes(out_dir / name.relpath, data)
     return manifest.row_for(name, hashlib.sha256(data).hexdigest())
 
@@ -96,12 +99,15 @@ def build_db(
     workers: int = 8,
     quality: int = JPEG_QUALITY,
     progress: bool = True,
+    size: int = 1024,
 ) -> BuildReport:
     """Write the DB images of ``places`` x ``years`` under ``out_dir`` and its ``manifest.parquet``.
 
     ``workers`` threads compose images in parallel (each pulls its 16 tiles from ``source``). Images
     already present are skipped (resume). Rows of images built earlier into the same folder stay in
     the manifest. Any error stops the build; what was finished is kept and a re-run resumes.
+    ``size``: pixels per side of the written images (official: 1024 = 4 tiles of 256); one folder holds
+    one size, so resuming with another size is an :class:`InputError`.
     """
     from earthloc.geo.names import DbImageName
 
@@ -111,6 +117,8 @@ def build_db(
     bad_years = [y for y in years if y not in source.years]
     if bad_years:
         raise InputError(f"years {bad_years}", f"not served by this source (it has {list(source.years)})")
+    if not 16 <= size <= 4096:
+        raise InputError(f"--size {size}", "DB images must be 16 to 4096 pixels per side")
     plan = _plan(places, years)
     for stale in (out_dir / "database").glob("*/*/.*.tmp"):  # temp files of a killed run (never renamed)
         stale.unlink(missing_ok=True)
@@ -121,11 +129,18 @@ def build_db(
     rows = dict(known)
     journal = manifest.Journal(out_dir)
     todo = []
+    checked_size = False
     for year, block in plan:
         name = DbImageName.for_tile(block, year)
         rel = str(name.relpath)
         target = out_dir / rel
         if target.is_file() and (rel in known or _decodes(target)):
+            if not checked_size:  # one folder, one image size: resuming must not mix them
+                with Image.open(target) as im:
+                    if im.width != size:
+                        raise InputError(out_dir, f"holds {im.width}-px DB images, --size is {size}: "
+                                                  "build into another folder")
+                checked_size = True
             if rel not in known:  # finished, but the kill came before its journal line
                 rows[rel] = manifest.row_for(name, manifest.sha256_file(target))
                 journal.append(rows[rel])
@@ -141,7 +156,7 @@ def build_db(
             try:
                 while True:
                     while len(pending) < window and (job := next(it, None)) is not None:
-                        pending.add(pool.submit(_make_one, source, job[1], job[0], out_dir, quality))
+                        pending.add(pool.submit(_make_one, source, job[1], job[0], out_dir, quality, size))
                     if not pending:
                         break
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)

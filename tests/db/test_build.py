@@ -94,3 +94,25 @@ def test_rerun_resumes_and_rewrites_only_missing_images(mini, tmp_path):
     for p in df.path.drop(2):
         assert (tmp_path / p).stat().st_mtime_ns == stamps[p]
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / manifest.JOURNAL).exists()
+
+
+def test_smaller_images_keep_the_footprint_and_one_size_per_folder(mini, shared_data, tmp_path):
+    """--size 256: the same 512-px context crop, scaled down to 256 px; resuming with another size refuses."""
+    from earthloc.db.verify import verify_db
+    from earthloc.errors import InputError
+
+    row, ctx = _context(shared_data, "10_0392_0638")
+    block = TileBlock(10, int(row.tile_row0) + 4, int(row.tile_col0) + 2)
+    build_db(mini, [block], [2018], tmp_path, workers=1, progress=False, size=256)
+    df = manifest.load(tmp_path)
+    got = np.asarray(Image.open(tmp_path / df.path[0]).convert("RGB")).astype(float)
+    assert got.shape == (256, 256, 3)
+    y0, x0 = (block.row - row.tile_row0) * 128, (block.col - row.tile_col0) * 128
+    crop = ctx[y0 : y0 + 512, x0 : x0 + 512].astype(float)
+    box_mean = crop.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))  # the same ground, 2x2 pixels averaged
+    shifted = ctx[y0 : y0 + 512, x0 + 128 : x0 + 640].astype(float).reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    err = np.abs(got - box_mean).mean()
+    assert err < 6 and np.abs(got - shifted).mean() > 3 * err
+    assert verify_db(tmp_path, progress=False).ok
+    with pytest.raises(InputError, match="holds 256-px DB images, --size is 1024"):
+        build_db(mini, [block], [2018], tmp_path, workers=1, progress=False)
