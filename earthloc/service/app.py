@@ -40,6 +40,8 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
     index = Index.open(index_dir)
     model = load_model(model_name or index.model_name, checkpoint=checkpoint)
     locator = Locator(index, model)
+    if index.precision == "fp32":
+        index.shadow(len(locator.query_rotations))  # the search's bf16 copy, made now rather than on the first request
     lock = threading.Lock()  # one encode at a time: torch already uses every core
     basemap = _db_tiles(index)
     app = FastAPI(title="earthloc", summary="Where on Earth was this astronaut photo taken?")
