@@ -69,7 +69,8 @@ class Locator:
     """
 
     def __init__(self, index: Index, model, max_off_nadir_deg: float | None = None, require_area: bool = True,
-                 merge_years: bool = True, batch_size: int = 8, device: str = "cpu"):
+                 merge_years: bool = True, batch_size: int = 8, device: str = "cpu", ray: str | None = None,
+                 ray_cpus: int = 1):
         index.identity.check(model, index.path or "index")
         self.index, self.model = index, model
         self.max_off_nadir_deg = max_off_nadir_deg
@@ -77,6 +78,7 @@ class Locator:
         self.merge_years = merge_years
         self.batch_size = batch_size
         self.device = device  # where photos are encoded: cpu, cuda[:N] or auto
+        self.ray, self.ray_cpus = ray, ray_cpus  # locate_many encodes on Ray when set (earthloc.index.scaleout)
         # a 1x index is searched with the photo at 4 rotations; a 4x rotated index with the photo as is
         self.query_rotations = ROTATIONS if index.rotations == "query" else (0,)
         self._n_years = max(1, int(index.manifest["year"].nunique()))
@@ -155,6 +157,10 @@ class Locator:
         """Localizations in input order; a failing photo yields a Localization with ``error`` set."""
         from earthloc.models.preprocess import load_image
 
+        if self.ray is not None:
+            yield from self._locate_many_on_ray(list(photos), top_k)
+            return
+
         batch: list[tuple[Photo, object]] = []
         for photo in photos:
             try:
@@ -171,6 +177,28 @@ class Locator:
                 yield from self._flush(batch, top_k)
                 batch = []
         yield from self._flush(batch, top_k)
+
+    def _locate_many_on_ray(self, photos: list[Photo], top_k: int) -> Iterator[Localization]:
+        """As :meth:`locate_many`, photos encoded by Ray workers (read there by path), searched here."""
+        from earthloc.index.scaleout import encode_photos_on_ray
+
+        items: list[tuple[Photo, str | None]] = []
+        for photo in photos:
+            try:
+                if photo.path is None:
+                    raise InputError(photo.mrf, "no image file for this photo")
+                items.append((self.resolve(photo), None))
+            except _ERRORS as err:
+                items.append((photo, str(err)))
+        good = [p.path for p, err in items if err is None]
+        batches = [good[i:i + self.batch_size] for i in range(0, len(good), self.batch_size)]
+        encoded = encode_photos_on_ray(self.model, batches, self.query_rotations, self.ray, self.ray_cpus, self.device)
+        for photo, err in items:
+            if err is None:
+                out = next(encoded)
+                err = out if isinstance(out, str) else None
+            yield Localization(photo=photo, candidates=(), error=err) if err else self.rank(photo, out, top_k)
+        encoded.close()
 
     def _flush(self, batch: list[tuple[Photo, object]], top_k: int) -> Iterator[Localization]:
         if not batch:

@@ -94,6 +94,9 @@ def locate(
     refine: bool = typer.Option(False, "--refine", help="Refine candidates into footprints (earthloc refine) and re-rank."),
     matcher: str = typer.Option("xfeat-lg", "--matcher", help="Matcher for --refine: xfeat-lg, disk-lg, aliked-lg, sift, orb."),
     device: str = typer.Option("cpu", "--device", help="Where to encode photos: cpu, cuda, cuda:N or auto (GPU if any)."),
+    ray: str = typer.Option(None, "--ray", help="Encode photos on Ray workers: 'local', 'auto' (the running cluster) "
+                                                "or a cluster address; search and outputs stay here. Needs earthloc[ray]."),
+    ray_cpus: int = typer.Option(1, "--ray-cpus", min=1, help="CPUs (torch threads) per Ray task."),
 ) -> int:
     """Rank DB tiles (tile, year, rotation, score, footprint) for each photo, searching only the DB
     images visible from the ISS. Exit code 0: all photos localized; 1: some failed; 2: bad input."""
@@ -123,7 +126,7 @@ def locate(
     device = resolve_device(device)  # a missing GPU is bad input, before the index is read
     ix = Index.open(index)
     locator = Locator(ix, load_model(model or ix.model_name, checkpoint), max_off_nadir_deg=max_off_nadir,
-                      require_area=not search_all, device=device)
+                      require_area=not search_all, device=device, ray=ray, ray_cpus=ray_cpus)
     if progress_file is None and out is not None:
         progress_file = out.with_name(out.name + ".progress.jsonl")
     results = run_batch(locator, items, progress_file, top_k=top, progress=len(items) > 1)

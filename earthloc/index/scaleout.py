@@ -1,10 +1,14 @@
-"""Encode DB chunks on Ray: one task per chunk of images, on a cluster or on a Ray started here.
+"""Encode on Ray: DB chunks for ``earthloc index build --ray``, photo batches for ``earthloc locate --ray``.
 
 ``earthloc index build --ray ADDRESS`` sends each chunk that is not on disk yet to a Ray task; the
 driver writes every finished chunk itself (atomic ``.npy`` in the index's ``.partial-*`` folder, as the
 serial build does), so a killed run resumes with the chunks already done. The model travels once,
 through Ray's object store. Workers read the images from the paths given: on a multi-node cluster the
 DB folder must be on a file system that every node sees (NFS, a mounted bucket) at the same path.
+
+For ``locate --ray`` the workers encode batches of photos (the costly part: ~0.2 s per photo at 4
+rotations on 2 cores for the official model) while the driver resolves nadirs, searches the index
+(~12 ms per photo) and writes results in input order, so the resumable progress file works as before.
 
 ``ADDRESS``: ``local`` starts Ray on this machine for the run (all its CPUs); ``auto`` joins the cluster
 that ``ray start`` or ``RAY_ADDRESS`` points at; anything else is passed to ``ray.init`` (``host:6379``,
@@ -84,6 +88,55 @@ def encode_on_ray(model, chunks: Sequence[tuple[int, list[Path]]], rotations: tu
                     raise
                 bar.update(1)
                 yield i, vecs
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _encode_photos(model, paths: list[Path], rotations: tuple[int, ...], threads: int,
+                   device: str) -> list[np.ndarray | str]:
+    """Runs in a Ray worker: per photo, its descriptors (R, D) or the error that stopped it."""
+    import torch
+
+    from earthloc.models.encode import encode
+    from earthloc.models.preprocess import load_image
+
+    torch.set_num_threads(threads)
+    out: list[np.ndarray | str | None] = []
+    images = []
+    for p in paths:
+        try:
+            images.append(load_image(p))
+            out.append(None)
+        except (InputError, OSError, ValueError) as err:
+            out.append(str(err))
+    desc = iter(encode(model, images, rotations=rotations, batch_size=max(1, len(images)) * len(rotations),
+                       progress=False, device=device)) if images else iter(())
+    return [next(desc) if o is None else o for o in out]
+
+
+def encode_photos_on_ray(model, batches: Sequence[list[Path]], rotations: tuple[int, ...], address: str = "local",
+                         cpus_per_task: int = 1, device: str = "cpu") -> Iterator[np.ndarray | str]:
+    """Per photo of ``batches`` (flattened, in order): descriptors (R, D) float32, or the error string of a
+    photo that could not be read. Tasks run ahead of the consumer by twice the cluster's task slots."""
+    try:
+        import ray
+    except ImportError as err:
+        raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
+
+    started = _connect(address)
+    try:
+        task = ray.remote(num_cpus=cpus_per_task, num_gpus=0 if device == "cpu" else 1)(_encode_photos)
+        model_ref = ray.put(model)
+        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
+        pending: list = []
+        todo = iter(batches)
+        while True:
+            while len(pending) < window and (paths := next(todo, None)) is not None:
+                pending.append(task.remote(model_ref, paths, tuple(rotations), cpus_per_task, device))
+            if not pending:
+                break
+            yield from ray.get(pending.pop(0))  # in order: results are written as photos come
     finally:
         if started:
             ray.shutdown()

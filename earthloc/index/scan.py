@@ -69,7 +69,7 @@ def bounds(shadow: Shadow, q: np.ndarray, ranges: list[tuple[int, int]]) -> tupl
     D exact bf16 products in any order (``D u (||hi|| + ||lo||) vmax``) and the bf16 rounding of both
     outputs (``2^-8 (|s_hi| + |s_lo|)``).
     """
-    q32 = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
+    q32 = torch.from_numpy(np.array(q, dtype=np.float32))  # a copy: q may be a read-only view (Ray results)
     qh = q32.to(torch.bfloat16)
     ql = (q32 - qh.float()).to(torch.bfloat16)
     q64, n_all, parts = q32.double(), len(shadow.hi), []

@@ -437,7 +437,7 @@ class Index:
         ids = torch.from_numpy((rows[:, None] * nd + np.arange(nd)).ravel())
         with torch.inference_mode():
             v = torch.from_numpy(self._vectors(0, self.faiss.ntotal)).index_select(0, ids)
-            s = (v @ torch.from_numpy(q).T).reshape(len(rows), nd * len(q)).numpy()
+            s = (v @ torch.from_numpy(np.array(q, dtype=np.float32)).T).reshape(len(rows), nd * len(q)).numpy()
         return s.max(axis=1), s.argmax(axis=1)
 
     def _exact_fp32(self, q: np.ndarray, mask: np.ndarray | None, k: int):

@@ -1,5 +1,6 @@
-"""Index build on Ray (a local Ray started by the test): same index as the serial build, chunks on disk are
-reused, a bad image fails with the same one-line error. Real Sentinel-2 DB images of one iss_mini context."""
+"""Ray scale-out with a local Ray: the index build equals the serial one, chunks on disk are reused, a bad
+image fails with the same one-line error; batch localization on Ray equals the serial one, errors included.
+Real Sentinel-2 DB images of one iss_mini context and the real ISS photo taken there."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from earthloc.errors import InputError
 from earthloc.index.store import Index, ModelIdentity, manifest_digest
 
 pytestmark = pytest.mark.slow  # starts Ray: ~10-20 s on 2 cores
+CONTEXT, MRF = "14_6410_9928", "ISS050-E-70536"  # Turkey/Syria, z14, and the photo taken there
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_here():
+    """One local Ray for the module: calls with ray="local" join it instead of starting their own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +31,7 @@ def db(shared_data, tmp_path_factory):
     from earthloc.sources.mosaic import MosaicSource
 
     source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
-    mosaic = next(m for m in source.mosaics if m.path.stem == "12_1164_2526")
+    mosaic = next(m for m in source.mosaics if m.path.stem == CONTEXT)
     out = tmp_path_factory.mktemp("raydb") / "db"
     build_db(source, demo_places(source, [mosaic]), [2018], out, workers=2, progress=False)
     return out
@@ -74,3 +86,34 @@ def test_ray_build_bad_image_is_one_clear_error(db, model, tmp_path):
     victim.write_bytes(victim.read_bytes()[:500])  # truncated JPEG
     with pytest.raises(InputError, match=victim.name):
         Index.build(bad_db, model, tmp_path / "ix", chunk=8, progress=False, ray="local")
+
+
+def test_locate_on_ray_equals_serial_with_errors_in_place(db, model, shared_data, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import earthloc.models.encode
+    from earthloc.locate import Locator, run_batch
+    from earthloc.photos import load_photos
+
+    root = shared_data / "iss_mini"
+    photo = {p.mrf: p for p in load_photos(root / "queries.csv", root / "queries")}[MRF]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photo.path.read_bytes()[:300])
+    copies = {}
+    for name in ("no-nadir", "again"):  # own files: batch runs key photos by path
+        copies[name] = tmp_path / f"{name}.jpg"
+        copies[name].write_bytes(photo.path.read_bytes())
+    photos = [photo, replace(photo, mrf="no-nadir", path=copies["no-nadir"], nadir=None, time=None),
+              replace(photo, mrf="broken", path=broken), replace(photo, mrf="again", path=copies["again"])]
+    index = Index.build(db, model, tmp_path / "ix", progress=False)
+    serial = run_batch(Locator(index, model, batch_size=2), photos, progress=False)
+    monkeypatch.setattr(earthloc.models.encode, "encode", lambda *a, **k: pytest.fail("encoded in the driver"))
+    on_ray = run_batch(Locator(index, model, batch_size=2, ray="local"), photos, tmp_path / "p.jsonl", progress=False)
+    assert [bool(r.error) for r in on_ray] == [False, True, True, False]
+    assert [r.error for r in on_ray] == [r.error for r in serial]
+    assert "broken.jpg" in on_ray[2].error
+    for a, b in zip(serial, on_ray):
+        assert [c.tile.name for c in a.candidates] == [c.tile.name for c in b.candidates]
+        assert [c.rotation_deg for c in a.candidates] == [c.rotation_deg for c in b.candidates]
+        assert all(abs(x.score - y.score) < 1e-4 for x, y in zip(a.candidates, b.candidates))
+    assert len(on_ray[0].candidates) == 10
