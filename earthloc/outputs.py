@@ -236,7 +236,8 @@ def _latlon_ring(f: Footprint) -> list[list[float]]:
 def write_html_map(locs: Sequence[Localization], path: Path, max_candidates: int = 5) -> None:
     """A folium (Leaflet) map: per photo a toggleable layer with its best candidates (best in red,
     the next ones dashed orange), the nadir (blue), refined footprint (purple) and, when known, the
-    true centre and footprint (green). Viewing it needs a browser with internet (Leaflet + base tiles)."""
+    true centre and footprint (green). Leaflet is inlined (:mod:`earthloc.webmap`): the file opens offline,
+    only the OpenStreetMap base layer needs the internet."""
     import folium
 
     fmap = folium.Map(tiles="OpenStreetMap", control_scale=True)
@@ -268,8 +269,9 @@ def write_html_map(locs: Sequence[Localization], path: Path, max_candidates: int
     if pts:
         lats, lons = [a for a, _ in pts], [o for _, o in pts]
         fmap.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]])
-    with atomic_path(path) as tmp:
-        fmap.save(str(tmp))
+    from earthloc.webmap import save_offline
+
+    save_offline(fmap, path)
 
 
 # --- dispatch -----------------------------------------------------------------------------

@@ -108,6 +108,10 @@ def test_html_map_has_every_photo_and_footprint(locs, tmp_path):
     best = locs[0].candidates[0]
     assert f"{best.footprint.corners[0][0]}" in html  # polygon coordinates embedded
     assert html.count("L.polygon") >= sum(min(5, len(loc.candidates)) for loc in locs)
+    # opens offline: Leaflet inlined (its layer-control icon as a data URI), no script or stylesheet from the web
+    assert "<script src=" not in html and 'rel="stylesheet" href="http' not in html
+    assert "Leaflet" in html and "data:image/png;base64," in html
+    assert "tile.openstreetmap.org" in html  # the base layer alone stays online
 
 
 def test_unknown_format_is_input_error(locs, tmp_path):

