@@ -118,20 +118,30 @@ def to_jsonl(locs: Iterable[Localization]) -> str:
 
 
 # --- GeoJSON ------------------------------------------------------------------------------
-def _poly(f: Footprint) -> dict:
-    """GeoJSON geometry of a footprint: a Polygon, or a MultiPolygon cut at the antimeridian (RFC 7946
-    3.1.9), so every longitude is within [-180, 180] and GIS tools draw it where it is."""
+def lonlat_parts(f: Footprint) -> list[Polygon]:
+    """The footprint as counter-clockwise (lon, lat) polygons within [-180, 180]: one, or two when it
+    straddles the antimeridian (cut there, as RFC 7946 3.1.9 asks of GeoJSON; used for KML and WKT too)."""
     poly = f.polygon_lonlat  # longitudes unwrapped around the first corner: may pass +-180
     west, _, east, _ = poly.bounds
     if -180 <= west and east <= 180:
-        return mapping(orient(poly, sign=1.0))
+        return [orient(poly, sign=1.0)]
     parts = []
     for turn in (-1, 0, 1):  # the piece in each 360-degree window, shifted back into [-180, 180]
         piece = poly.intersection(box(-180 + 360 * turn, -90, 180 + 360 * turn, 90))
         for p in getattr(piece, "geoms", [piece]):
             if isinstance(p, Polygon) and not p.is_empty:
                 parts.append(orient(translate(p, xoff=-360 * turn), sign=1.0))
-    return mapping(MultiPolygon(parts))
+    return parts
+
+
+def _shape(f: Footprint) -> Polygon | MultiPolygon:
+    parts = lonlat_parts(f)
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def _poly(f: Footprint) -> dict:
+    """GeoJSON geometry of a footprint: a Polygon, or a MultiPolygon cut at the antimeridian."""
+    return mapping(_shape(f))
 
 
 def to_geojson(locs: Iterable[Localization]) -> dict:
@@ -181,7 +191,7 @@ def to_csv(locs: Iterable[Localization]) -> str:
         for i, c in enumerate(loc.candidates):
             lat, lon = c.tile.centre
             w.writerow(head + [i + 1, c.tile.name, c.year, c.rotation_deg, f"{c.score:.6f}", f"{lat:.6f}",
-                               f"{lon:.6f}", c.footprint.polygon_lonlat.wkt] + nadir + [""])
+                               f"{lon:.6f}", _shape(c.footprint).wkt] + nadir + [""])
     return buf.getvalue()
 
 
@@ -190,10 +200,13 @@ _KML_NS = "http://www.opengis.net/kml/2.2"
 
 
 def _kml_ring(parent: ET.Element, f: Footprint) -> None:
-    ring = orient(f.polygon_lonlat, sign=1.0).exterior.coords
-    poly = ET.SubElement(parent, "Polygon")
-    outer = ET.SubElement(ET.SubElement(poly, "outerBoundaryIs"), "LinearRing")
-    ET.SubElement(outer, "coordinates").text = " ".join(f"{x:.6f},{y:.6f},0" for x, y in ring)
+    parts = lonlat_parts(f)
+    if len(parts) > 1:  # across the antimeridian: one polygon per side
+        parent = ET.SubElement(parent, "MultiGeometry")
+    for part in parts:
+        poly = ET.SubElement(parent, "Polygon")
+        outer = ET.SubElement(ET.SubElement(poly, "outerBoundaryIs"), "LinearRing")
+        ET.SubElement(outer, "coordinates").text = " ".join(f"{x:.6f},{y:.6f},0" for x, y in part.exterior.coords)
 
 
 def _kml_point(parent: ET.Element, lat: float, lon: float) -> None:

@@ -141,3 +141,14 @@ def test_geojson_cuts_a_footprint_at_the_antimeridian(locs, tmp_path):
     assert area == pytest.approx(moved.area_km2, rel=1e-3)
     for poly in geom["coordinates"]:
         assert shapely.LinearRing(poly[0]).is_ccw
+    # KML: a MultiGeometry of two polygons, longitudes within [-180, 180] as KML requires
+    cand = Localization(photo, (Candidate(locs[0].candidates[0].tile, 2018, 0, 0.5, moved),))
+    outputs.write([cand], tmp_path / "am.kml")
+    ns = {"k": "http://www.opengis.net/kml/2.2"}
+    multi = ET.parse(tmp_path / "am.kml").getroot().findall(".//k:MultiGeometry", ns)
+    assert len(multi) == 1  # the candidate (KML has no ground-truth layer)
+    coords = [c.text for c in multi[0].findall(".//k:coordinates", ns)]
+    assert len(coords) == 2
+    assert all(-180 <= float(p.split(",")[0]) <= 180 for text in coords for p in text.split())
+    outputs.write([cand], tmp_path / "am.csv")
+    assert pd.read_csv(tmp_path / "am.csv").footprint_wkt[0].startswith("MULTIPOLYGON")
