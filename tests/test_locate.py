@@ -99,6 +99,37 @@ def test_rotated_db_image_is_found_with_its_rotation(setup, tmp_path):
     assert best.score > 0.98
 
 
+def test_official_4x_rotated_index_on_real_descriptors(setup, tmp_path):
+    """--rotations db (the official layout: every DB image stored at 0/90/180/270, the photo encoded once) on
+    real descriptors: exact against FAISS brute force over all 4N vectors, and a DB image rotated by 90
+    degrees comes back with rotation 90, as with the default 1x index."""
+    tmp, index, model, photos = setup
+    ix4 = Index.build(tmp / "db", model, tmp_path / "ix4", rotations="db", progress=False)
+    assert ix4.faiss.ntotal == 4 * len(ix4) and ix4.rotations == "db"
+    loc = Locator(ix4, model)
+    assert loc.query_rotations == (0,)
+    flat = faiss.IndexFlatIP(ix4.dim)
+    flat.add(ix4._vectors(0, ix4.faiss.ntotal))
+    for mrf in ("ISS050-E-70536", "ISS052-E-43456"):
+        photo = loc.resolve(photos[mrf])
+        mask = loc.visible_mask(photo)
+        q = loc.encode([photo.path])  # (1, 1, D)
+        got = ix4.search(q, 15, mask=mask, query_rotations=(0,))[0]
+        scores, ids = flat.search(q[0], flat.ntotal)
+        best: dict[int, tuple[float, int]] = {}
+        for sc, vid in zip(scores[0], ids[0]):
+            row, slot = divmod(int(vid), 4)
+            if mask[row] and (row not in best or sc > best[row][0]):
+                best[row] = (float(sc), 90 * slot)
+        want = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:15]
+        assert [(h.row, h.rotation_deg) for h in got] == [(r, rot) for r, (_, rot) in want]
+    row = ix4.manifest.iloc[7]
+    img = Image.open(ix4.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
+    img.save(tmp_path / "rot.png")
+    top = loc.locate(Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon)), 3)
+    assert (top.candidates[0].tile.name, top.candidates[0].rotation_deg) == (row.tile, 90)
+
+
 def test_batch_error_rows_and_resume(setup, tmp_path):
     _, index, model, photos = setup
     (tmp_path / "broken.jpg").write_text("not a jpeg")
