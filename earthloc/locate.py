@@ -143,13 +143,17 @@ class Locator:
                 break
         return Localization(photo=photo, candidates=tuple(cands))
 
+    def _searchable(self, photo: Photo) -> Photo:
+        """The resolved photo, or InputError when it has no image file or no search area."""
+        if photo.path is None:
+            raise InputError(photo.mrf, "no image file for this photo")
+        return self.resolve(photo)
+
     def locate(self, photo: Photo, top_k: int = 10) -> Localization:
         """Ranked candidates (best first) for one photo. Bad photo or missing nadir/time -> InputError."""
         from earthloc.models.preprocess import load_image
 
-        if photo.path is None:
-            raise InputError(photo.mrf, "no image file for this photo")
-        photo = self.resolve(photo)
+        photo = self._searchable(photo)
         return self.rank(photo, self.encode([load_image(photo.path)])[0], top_k)
 
     # --- many photos -------------------------------------------------------------------------
@@ -164,9 +168,7 @@ class Locator:
         batch: list[tuple[Photo, object]] = []
         for photo in photos:
             try:
-                if photo.path is None:
-                    raise InputError(photo.mrf, "no image file for this photo")
-                photo = self.resolve(photo)
+                photo = self._searchable(photo)
                 batch.append((photo, load_image(photo.path)))
             except _ERRORS as err:
                 yield from self._flush(batch, top_k)
@@ -185,9 +187,7 @@ class Locator:
         items: list[tuple[Photo, str | None]] = []
         for photo in photos:
             try:
-                if photo.path is None:
-                    raise InputError(photo.mrf, "no image file for this photo")
-                items.append((self.resolve(photo), None))
+                items.append((self._searchable(photo), None))
             except _ERRORS as err:
                 items.append((photo, str(err)))
         good = [p.path for p, err in items if err is None]

@@ -18,6 +18,7 @@ that ``ray start`` or ``RAY_ADDRESS`` points at; anything else is passed to ``ra
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +38,53 @@ def _encode_chunk(model, paths: list[Path], rotations: tuple[int, ...], batch_si
     return encode(model, paths, rotations=rotations, batch_size=batch_size, progress=False, device=device)
 
 
-def _connect(address: str) -> bool:
-    """Initialise Ray for ``address``; True when this call started it (and so must shut it down)."""
-    import ray
+def _encode_photos(model, paths: list[Path], rotations: tuple[int, ...], threads: int,
+                   device: str) -> list[np.ndarray | str]:
+    """Runs in a Ray worker: per photo, its descriptors (R, D) or the error that stopped it."""
+    import torch
 
-    if ray.is_initialized():
-        return False
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address == "local":
-        ray.init(**kwargs)
-        return True
+    from earthloc.locate import _ERRORS
+    from earthloc.models.encode import encode
+    from earthloc.models.preprocess import load_image
+
+    torch.set_num_threads(threads)
+    out: list[np.ndarray | str | None] = []
+    images = []
+    for p in paths:
+        try:
+            images.append(load_image(p))
+            out.append(None)
+        except _ERRORS as err:  # the per-photo failures a serial batch records too
+            out.append(str(err))
+    desc = iter(encode(model, images, rotations=rotations, batch_size=max(1, len(images)) * len(rotations),
+                       progress=False, device=device)) if images else iter(())
+    return [next(desc) if o is None else o for o in out]
+
+
+@contextmanager
+def _ray_session(address: str, cpus_per_task: int):
+    """Ray, initialised for ``address`` (``local``, ``auto`` or a cluster address); shut down afterwards
+    only if this call started it (a caller's own ``ray.init`` is joined and left running)."""
+    if cpus_per_task < 1:
+        raise InputError("--ray-cpus", f"must be >= 1, got {cpus_per_task}")
     try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise InputError(f"--ray {address}", f"cannot join a Ray cluster there ({err}); start one with "
-                                             "`ray start --head`, or use --ray local") from err
-    return True
+        import ray
+    except ImportError as err:
+        raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
+    started = False
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        try:
+            ray.init(**kwargs) if address == "local" else ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise InputError(f"--ray {address}", f"cannot join a Ray cluster there ({err}); start one with "
+                                                 "`ray start --head`, or use --ray local") from err
+        started = True
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def encode_on_ray(model, chunks: Sequence[tuple[int, list[Path]]], rotations: tuple[int, ...], batch_size: int = 32,
@@ -63,15 +95,7 @@ def encode_on_ray(model, chunks: Sequence[tuple[int, list[Path]]], rotations: tu
     ``cpus_per_task``: CPUs reserved per task (and torch threads in it). ``device``: ``cuda`` also
     reserves one GPU per task. A bad image fails the run with the task's :class:`InputError`.
     """
-    try:
-        import ray
-    except ImportError as err:
-        raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
-
-    if cpus_per_task < 1:
-        raise InputError("--ray-cpus", f"must be >= 1, got {cpus_per_task}")
-    started = _connect(address)
-    try:
+    with _ray_session(address, cpus_per_task) as ray:
         task = ray.remote(num_cpus=cpus_per_task, num_gpus=0 if device == "cpu" else 1)(_encode_chunk)
         model_ref = ray.put(model)
         pending = {task.remote(model_ref, paths, tuple(rotations), batch_size, cpus_per_task, device): i
@@ -88,44 +112,13 @@ def encode_on_ray(model, chunks: Sequence[tuple[int, list[Path]]], rotations: tu
                     raise
                 bar.update(1)
                 yield i, vecs
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _encode_photos(model, paths: list[Path], rotations: tuple[int, ...], threads: int,
-                   device: str) -> list[np.ndarray | str]:
-    """Runs in a Ray worker: per photo, its descriptors (R, D) or the error that stopped it."""
-    import torch
-
-    from earthloc.models.encode import encode
-    from earthloc.models.preprocess import load_image
-
-    torch.set_num_threads(threads)
-    out: list[np.ndarray | str | None] = []
-    images = []
-    for p in paths:
-        try:
-            images.append(load_image(p))
-            out.append(None)
-        except (InputError, OSError, ValueError) as err:
-            out.append(str(err))
-    desc = iter(encode(model, images, rotations=rotations, batch_size=max(1, len(images)) * len(rotations),
-                       progress=False, device=device)) if images else iter(())
-    return [next(desc) if o is None else o for o in out]
 
 
 def encode_photos_on_ray(model, batches: Sequence[list[Path]], rotations: tuple[int, ...], address: str = "local",
                          cpus_per_task: int = 1, device: str = "cpu") -> Iterator[np.ndarray | str]:
     """Per photo of ``batches`` (flattened, in order): descriptors (R, D) float32, or the error string of a
     photo that could not be read. Tasks run ahead of the consumer by twice the cluster's task slots."""
-    try:
-        import ray
-    except ImportError as err:
-        raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
-
-    started = _connect(address)
-    try:
+    with _ray_session(address, cpus_per_task) as ray:
         task = ray.remote(num_cpus=cpus_per_task, num_gpus=0 if device == "cpu" else 1)(_encode_photos)
         model_ref = ray.put(model)
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
@@ -137,6 +130,3 @@ def encode_photos_on_ray(model, batches: Sequence[list[Path]], rotations: tuple[
             if not pending:
                 break
             yield from ray.get(pending.pop(0))  # in order: results are written as photos come
-    finally:
-        if started:
-            ray.shutdown()

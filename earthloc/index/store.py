@@ -318,11 +318,12 @@ class Index:
 
             for i, vecs in encode_on_ray(model, todo, db_rotations, batch_size, ray, ray_cpus, device, progress):
                 save_chunk(i, vecs)
-        for i, paths in todo if ray is None else []:
-            if progress and n_chunks > 1:
-                print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
-            save_chunk(i, encode(model, paths, rotations=db_rotations, batch_size=batch_size, progress=progress,
-                                 device=device))
+        else:
+            for i, paths in todo:
+                if progress and n_chunks > 1:
+                    print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
+                save_chunk(i, encode(model, paths, rotations=db_rotations, batch_size=batch_size,
+                                     progress=progress, device=device))
         parts = [np.load(chunk_file(i)) for i in range(n_chunks)]
         index = cls.from_vectors(np.concatenate(parts), manifest, ModelIdentity.of(model), rotations, precision,
                                  db_dir=db_dir)
@@ -497,16 +498,17 @@ class Index:
         rot_of_slot = np.array([(d - r) % 360 for d in self.db_rotations for r in qrot], dtype=np.int64)
         out = []
         for i in range(nq):
-            runs = _runs(mask[i]) if mask is not None else ([(0, n)] if n else [])
-            step = max(1, _BLOCK_VECTORS // len(self.db_rotations))
-            blocks = [(a, min(b, a + step)) for a0, b in runs for a in range(a0, b, step)]
-            if not blocks:
+            m = None if mask is None else mask[i]
+            if n == 0 or (m is not None and not m.any()):
                 out.append([])
                 continue
             q = queries[i]
             if self.precision == "fp32":  # exact, in two stages (bf16 scan, fp32 re-score)
-                rows, best, slot = self._exact_fp32(q, None if mask is None else mask[i], k)
+                rows, best, slot = self._exact_fp32(q, m, k)
             else:  # approximate codes: decode and score every row
+                step = max(1, _BLOCK_VECTORS // len(self.db_rotations))
+                blocks = [(a, min(b, a + step)) for a0, b in (_runs(m) if m is not None else [(0, n)])
+                          for a in range(a0, b, step)]
                 with _single_threaded_blas():
                     scored = list(_pool().map(lambda ab: self._score_rows(q, *ab), blocks))
                 rows = np.concatenate([np.arange(a, b) for a, b in blocks])

@@ -60,22 +60,19 @@ def bf16_supported() -> bool:
         return False
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def ort_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("onnxruntime")
 
 
-@lru_cache(maxsize=1)
 def ov_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("openvino")
 
 
 def _runnable(path: str) -> bool:

@@ -63,9 +63,10 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
     def tile(year: int, z: int, x: int, y: int) -> Response:
         if basemap is None or not basemap.covers(z, x, y, year):
             raise HTTPException(404, f"no DB image holds tile {z}/{x}/{y} of {year}")
-        buf = io.BytesIO()
-        basemap.tile(z, x, y, year).save(buf, format="JPEG", quality=90)
-        return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+        from earthloc.db.build import encode_jpeg
+
+        return Response(encode_jpeg(basemap.tile(z, x, y, year)), media_type="image/jpeg",
+                        headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/api/locate")
     async def locate(photo: UploadFile = File(...), nadir_lat: float | None = Form(None),
