@@ -37,7 +37,8 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a plain state_dict saved with ``torch.save`` (tensors only: ``weights_only=True``, on CPU).
 
-    A dict wrapping it under ``"state_dict"`` or ``"model"`` (Lightning / training scripts) is unwrapped, and a
+    A dict wrapping it under ``"state_dict"``, ``"model"`` or ``"model_state_dict"`` (Lightning / training scripts,
+    EarthLoc2's resume checkpoints) is unwrapped, and a
     ``module.`` prefix (DataParallel) is stripped. Anything unreadable -> InputError naming the file.
     """
     path = Path(path)
@@ -49,7 +50,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             AttributeError, KeyError, IndexError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise InputError(path, f"not a readable PyTorch checkpoint (corrupt or truncated?): {msg}") from None
-    for wrapper in ("state_dict", "model"):
+    for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
