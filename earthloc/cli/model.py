@@ -31,13 +31,12 @@ def info_cmd(
 ) -> None:
     """Show descriptor dim, input size, parameter count, where the weights come from, and the fast path."""
     from earthloc.models.fast import bf16_supported, resolve_path
-    from earthloc.models.fetch import EARTHLOC_WEIGHTS, cached_path
-    from earthloc.models.registry import load_model, model_spec
+    from earthloc.models.fetch import EARTHLOC2_WEIGHTS, EARTHLOC_WEIGHTS, cached_path
+    from earthloc.models.registry import has_weights, load_model, model_spec
 
     spec = model_spec(name)
-    pretrained = True
-    if name == "earthloc" and checkpoint is None and not cached_path(EARTHLOC_WEIGHTS).is_file():
-        pretrained = False  # still show the architecture; say where weights would come from
+    # Without weights still show the architecture, and say where weights would come from.
+    pretrained = checkpoint is not None or has_weights(name)
     model = load_model(name, checkpoint=checkpoint, pretrained=pretrained)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lines = {
@@ -55,23 +54,39 @@ def info_cmd(
     }
     if name == "earthloc":
         lines["cache"] = str(cached_path(EARTHLOC_WEIGHTS))
+    if name == "earthloc2":
+        lines["cache"] = f"{EARTHLOC2_WEIGHTS.local_dir}/ (one weights file)"
+    if (pub := spec.published) is not None:
+        ns = "/".join(f"R@{n}" for n in pub.ns)
+        fig = lambda v: "/".join(f"{x:.1f}" for x in v)  # noqa: E731
+        lines[f"published {ns}"] = f"{fig(pub.average)} average over the test areas"
+        if pub.per_area:
+            lines["  per area"] = ", ".join(f"{a} {fig(v)}" for a, v in pub.per_area)
+        if pub.baseline:
+            lines["  same table"] = f"{pub.baseline[0]} {fig(pub.baseline[1])} average"
+        lines["  source"] = pub.source
+    width = max(len(k) for k in lines) + 2
     for k, v in lines.items():
-        typer.echo(f"{k + ':':<16}{v}")
+        typer.echo(f"{k + ':':<{width}}{v}")
 
 
 @model_app.command("fetch")
 def fetch_cmd(
-    name: Annotated[str, typer.Argument(help="Model whose weights to download (only `earthloc` has remote ones).")],
+    name: Annotated[str, typer.Argument(help="Model whose weights to download: `earthloc` or `earthloc2`.")],
     force: Annotated[bool, typer.Option(help="Download again even when cached.")] = False,
 ) -> None:
-    """Download the official EarthLoc weights (TorchGeo's Hugging Face mirror) into the cache, hash-checked."""
-    from earthloc.models.fetch import EARTHLOC_WEIGHTS, fetch
+    """Download released weights into the cache, hash-checked: `earthloc` from TorchGeo's Hugging Face mirror,
+    `earthloc2` from Hugging Face pawlo2013/EarthLoc2 (HF_ENDPOINT for a mirror)."""
+    from earthloc.models.fetch import EARTHLOC2_WEIGHTS, EARTHLOC_WEIGHTS, fetch, fetch_hub
     from earthloc.models.registry import model_spec
 
     model_spec(name)
-    if name != "earthloc":
+    if name == "earthloc":
+        path = fetch(EARTHLOC_WEIGHTS, force=force)
+    elif name == "earthloc2":
+        path = fetch_hub(EARTHLOC2_WEIGHTS, force=force)
+    else:
         raise InputError(name, "its weights ship with the Python packages; nothing to fetch")
-    path = fetch(EARTHLOC_WEIGHTS, force=force)
     typer.echo(str(path))
 
 

@@ -121,6 +121,7 @@ def to_uint8_tensor(img: Image.Image, size: int, interpolation: str = "bilinear"
 
 
 def to_tensor(img: Image.Image, size: int = 320, prep: Preprocessing | None = None) -> torch.Tensor:
-    """RGB PIL image -> float32 tensor [3, size, size], resized and normalised (ImageNet mean/std by default)."""
+    """RGB PIL image -> float32 tensor [3, S, S], resized and normalised; S = ``prep.size`` when ``prep`` is
+    given (a model's own preprocessing), else ``size`` with ImageNet mean/std."""
     prep = prep or Preprocessing(size=size)
-    return normalize(to_uint8_tensor(img, size, prep.interpolation), prep)
+    return normalize(to_uint8_tensor(img, prep.size, prep.interpolation), prep)

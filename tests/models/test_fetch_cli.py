@@ -90,7 +90,7 @@ def test_cli_list_and_info(tmp_path):
     out = _cli("list")
     assert out.returncode == 0
     names = [line.split()[0] for line in out.stdout.splitlines()]
-    assert names == ["earthloc", "lite0-gem", "lite0-mixvpr"]
+    assert names == ["earthloc", "lite0-gem", "lite0-mixvpr", "earthloc2"]
     info = _cli("info", "earthloc", env_extra={"EARTHLOC_CACHE": str(tmp_path)})
     assert info.returncode == 0, info.stderr
     assert "descriptor dim: 4096" in info.stdout and "320 x 320 px" in info.stdout
@@ -100,7 +100,7 @@ def test_cli_list_and_info(tmp_path):
 def test_cli_errors_one_line_exit_2():
     out = _cli("info", "resnet9000")
     assert out.returncode == 2 and out.stderr.strip() == \
-        "error: resnet9000: unknown model; known: earthloc, lite0-gem, lite0-mixvpr"
+        "error: resnet9000: unknown model; known: earthloc, lite0-gem, lite0-mixvpr, earthloc2"
 
 
 def test_fetch_of_packaged_weights_is_refused():
