@@ -3,9 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export EARTHLOC_SHARED ?= $(abspath ../shared)
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean browser
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
+
+# The browser tests drive Debian's Chromium through Playwright (PyPI, in the test extra); apt-get it when missing.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "make setup: chromium missing; install it as root: apt-get install chromium" >&2; exit 1; }
 
 # torch/torchvision are plain requirements: on this machine pip takes 2.14.1 / 0.29.1 from local disk.
 $(VENV)/.installed: pyproject.toml

@@ -242,49 +242,14 @@ def to_kml(locs: Iterable[Localization]) -> str:
 
 
 # --- HTML map -----------------------------------------------------------------------------
-def _latlon_ring(f: Footprint) -> list[list[float]]:
-    return [[float(a), float(o)] for a, o in zip(f.lats, f.lons)]
-
-
 def write_html_map(locs: Sequence[Localization], path: Path, max_candidates: int = 5) -> None:
-    """A folium (Leaflet) map: per photo a toggleable layer with its best candidates (best in red,
-    the next ones dashed orange), the nadir (blue), refined footprint (purple) and, when known, the
-    true centre and footprint (green). Leaflet is inlined (:mod:`earthloc.webmap`): the file opens offline,
-    only the OpenStreetMap base layer needs the internet."""
-    import folium
+    """A single-file offline map of the evidence (:func:`earthloc.webmap.write_map`): per photo its best
+    candidates drawn with their own DB images on their footprints (best outlined red), the photo warped
+    onto its refined footprint (opacity slider), the ISS nadir and visible disk, NASA's centre and
+    footprint when known, and a legend, over NASA's Blue Marble; Leaflet and every image are inlined."""
+    from earthloc.webmap import write_map
 
-    fmap = folium.Map(tiles="OpenStreetMap", control_scale=True)
-    pts: list[tuple[float, float]] = []
-    for loc in locs:
-        p = loc.photo
-        layer = folium.FeatureGroup(name=p.mrf + (" (error)" if loc.error else ""))
-        for i, c in reversed(list(enumerate(loc.candidates[:max_candidates]))):
-            ring = _latlon_ring(c.footprint)
-            folium.Polygon(ring, color="red" if i == 0 else "orange", weight=3 if i == 0 else 1.5,
-                           dash_array=None if i == 0 else "5,5", fill=i == 0, fill_opacity=0.1,
-                           tooltip=f"{p.mrf} #{i + 1} {c.tile.name} ({c.year}) score {c.score:.3f}, "
-                                   f"rot {c.rotation_deg}").add_to(layer)
-            pts += [tuple(x) for x in ring]
-        if loc.refined_footprint is not None:
-            folium.Polygon(_latlon_ring(loc.refined_footprint), color="purple", weight=3,
-                           tooltip=f"{p.mrf} refined footprint").add_to(layer)
-        if p.footprint is not None:
-            folium.Polygon(_latlon_ring(p.footprint), color="green", weight=2, tooltip=f"{p.mrf} true footprint").add_to(layer)
-        if p.centre:
-            folium.CircleMarker(p.centre, radius=4, color="green", fill=True, tooltip=f"{p.mrf} true centre").add_to(layer)
-            pts.append(p.centre)
-        if p.nadir:
-            folium.CircleMarker(p.nadir, radius=5, color="blue", fill=True,
-                                tooltip=f"{p.mrf} ISS nadir {p.nadir[0]:.1f}, {p.nadir[1]:.1f}").add_to(layer)
-            pts.append(p.nadir)
-        layer.add_to(fmap)
-    folium.LayerControl(collapsed=True).add_to(fmap)
-    if pts:
-        lats, lons = [a for a, _ in pts], [o for _, o in pts]
-        fmap.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]])
-    from earthloc.webmap import save_offline
-
-    save_offline(fmap, path)
+    write_map(locs, Path(path), max_candidates)
 
 
 # --- dispatch -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pandas as pd
 import pytest
 import shapely
@@ -99,19 +100,23 @@ def test_kml_parses_with_one_folder_per_photo(locs, tmp_path):
         assert pts[0] == pts[-1] and all(-180 <= x <= 180 and -90 <= y <= 90 for x, y, _ in pts)
 
 
-def test_html_map_has_every_photo_and_footprint(locs, tmp_path):
+def test_html_map_embeds_every_photo_and_footprint_and_opens_offline(locs, tmp_path):
     outputs.write(locs, tmp_path / "map.html")
     html = (tmp_path / "map.html").read_text()
-    assert "leaflet" in html.lower()
-    for loc in locs:
-        assert loc.photo.mrf in html
-    best = locs[0].candidates[0]
-    assert f"{best.footprint.corners[0][0]}" in html  # polygon coordinates embedded
-    assert html.count("L.polygon") >= sum(min(5, len(loc.candidates)) for loc in locs)
-    # opens offline: Leaflet inlined (its layer-control icon as a data URI), no script or stylesheet from the web
-    assert "<script src=" not in html and 'rel="stylesheet" href="http' not in html
-    assert "Leaflet" in html and "data:image/png;base64," in html
-    assert "tile.openstreetmap.org" in html  # the base layer alone stays online
+    data = json.loads(html.split("const DATA = ", 1)[1].split(";\n", 1)[0])
+    assert [ev["mrf"] for ev in data["photos"]] == [loc.photo.mrf for loc in locs]
+    for ev, loc in zip(data["photos"], locs):
+        assert [c["tile"] for c in ev["candidates"]] == [c.tile.name for c in loc.candidates[:5]]
+        for c, want in zip(ev["candidates"], loc.candidates):
+            np.testing.assert_allclose(c["ring"], want.footprint.corners, atol=1e-6)
+        if loc.photo.nadir:
+            assert ev["nadir"] == list(loc.photo.nadir) and ev["true_centre"] == list(loc.photo.centre)
+    assert data["photos"][-1]["error"] == "cannot read image"
+    # opens offline: Leaflet, the renderer and the Blue Marble tiles inlined, nothing linked from the web
+    assert "<script src=" not in html and "<link" not in html
+    assert "tile.openstreetmap.org" not in html and "earthloc.drawEvidence" in html
+    assert all(v.startswith("data:image/jpeg;base64,") for v in data["world"]["tiles"].values())
+    assert {"0/0/0", "1/1/0", "2/3/3"} <= set(data["world"]["tiles"])
 
 
 def test_unknown_format_is_input_error(locs, tmp_path):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import typer
+
+TOKEN_ENV = "EARTHLOC_TOKEN"
 
 
 def register(app: typer.Typer) -> None:
@@ -15,12 +19,32 @@ def serve(
     index: Path = typer.Option(..., "--index", help="Index folder made by `earthloc index build`."),
     model: str = typer.Option(None, "--model", help="Model name (default: the index's model)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model, if it needs one."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
     port: int = typer.Option(8000, help="TCP port."),
+    token: str = typer.Option(None, "--token", help=f"Bearer token the API requires (or set {TOKEN_ENV}); "
+                                                    "required when --host is not a loopback address."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Photos localized at once (worker threads)."),
+    queue: int = typer.Option(8, "--queue", min=0, help="Jobs waiting beyond those; more get 429 Retry-After."),
+    refine: bool = typer.Option(False, "--refine", help="Refine footprints by default (the page can ask per photo)."),
 ) -> None:
-    """Serve a map page and a JSON API (POST /api/locate) that localize uploaded photos."""
+    """Serve the map page and the job API (POST /api/jobs, GET /api/jobs/ID) that localize uploaded photos."""
     import uvicorn
 
-    from earthloc.service.app import create_app
+    from earthloc.errors import InputError
+    from earthloc.service.app import ServiceOptions, create_app
 
-    uvicorn.run(create_app(index, model, checkpoint), host=host, port=port, log_level="info")
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not _is_loopback(host):
+        raise InputError("token", f"required when listening on {host} (not a loopback address): "
+                                  f"give a bearer token or set {TOKEN_ENV}")
+    options = ServiceOptions(token=token, workers=workers, max_queued=queue, refine=refine)
+    uvicorn.run(create_app(index, model, checkpoint, options), host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
