@@ -1,13 +1,13 @@
 """Encoding throughput: each CPU inference path against eager fp32, measured in the same run on real tiles.
 
-For the official architecture (random weights: speed does not depend on them) and the offline lite0-gem, it
-times every path of :mod:`earthloc.models.fast` on the same batch of real Sentinel-2 contexts (preprocessed
-to 320 px beforehand, so this is model time), interleaving the paths over the repeats so that load from
-other processes hits all of them alike, and keeps each path's best repeat. It also checks each path's minimum
-cosine against eager fp32. The last line printed is the official architecture's speed-up of the path
-``auto`` picks.
+For the offline lite0-gem, the official architecture and EarthLoc2 (random weights for those two: speed does
+not depend on them), it times every path of :mod:`earthloc.models.fast` on the same batch of real Sentinel-2
+contexts (preprocessed to each model's input size beforehand, so this is model time), interleaving the paths
+over the repeats so that load from other processes hits all of them alike, and keeps each path's best repeat.
+It also checks each path's minimum cosine against eager fp32. The last lines printed are each model's
+speed-up of the path ``auto`` picks. ``--record`` appends the figures to docs/benchmarks.md.
 
-    .venv/bin/python -m benchmarks.encode [--repeats 3] [--batch 8]
+    .venv/bin/python -m benchmarks.encode [--repeats 3] [--batch 8] [--models earthloc,earthloc2] [--record]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _batch(model, n: int) -> torch.Tensor:
 def bench_model(name: str, batch: int, repeats: int) -> tuple[dict[str, float], dict[str, float], str]:
     """Return (img/s per path, min cosine vs eager per path, the path auto picks)."""
     torch.manual_seed(0)
-    model = load_model(name, pretrained=name != "earthloc")
+    model = load_model(name, pretrained=name.startswith("lite0"))
     x = _batch(model, batch)
     runners = {}
     for path in ("eager", "cl", "bf16", "ov", "ort"):
@@ -58,10 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--models", default="lite0-gem,earthloc,earthloc2", help="comma-separated model names")
+    ap.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     args = ap.parse_args()
     load = os.getloadavg()[0]
-    figures, last = [], ""
-    for name in ("lite0-gem", "earthloc"):
+    figures, last = [], []
+    for name in args.models.split(","):
         speed, cos, auto = bench_model(name, args.batch, args.repeats)
         for p in speed:
             print(f"{name:10s} {p:6s} {speed[p]:7.2f} img/s  x{speed[p] / speed['eager']:5.2f}  "
@@ -70,10 +72,11 @@ def main() -> None:
         figures.append(f"{name}: eager fp32 {speed['eager']:.2f} img/s, auto={auto} {speed[auto]:.2f} img/s "
                        f"(x{ratio:.2f}, min cos {cos[auto]:.5f}); "
                        + ", ".join(f"{p} x{speed[p] / speed['eager']:.2f}" for p in speed if p not in ("eager", auto)))
-        last = f"official architecture speed-up ({auto} vs eager fp32): x{ratio:.2f}"
+        last.append(f"{name} speed-up ({auto} vs eager fp32): x{ratio:.2f}")
     figures.append(f"batch {args.batch}, {torch.get_num_threads()} threads, load avg {load:.1f} at start")
-    record("; ".join(figures))
-    print(last)
+    if args.record:
+        record("; ".join(figures))
+    print("\n".join(last))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
 def official(
     dataset: Path = typer.Option(..., "--dataset", help="Dataset in the official layout: DIR/database/..., DIR/queries/..."),
     model: str = typer.Option("lite0-gem", "--model", help="Model name (earthloc model list)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models to compare (e.g. "
+                                                                "earthloc,earthloc2), each with its fetched or "
+                                                                "packaged weights: prints the paper-layout table."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for --model (official/TorchGeo)."),
     rotations: str = typer.Option("db", "--rotations", help="'db': 4x rotated DB, duplicates counted as the official "
                                                             "code does (the paper); 'query': rotate the photo, merged."),
@@ -35,6 +38,11 @@ def official(
     all_variants: bool = typer.Option(False, "--all-variants", help="Run both rotation modes, each with and without "
                                                                     "--visible-area, from one encoding; print the "
                                                                     "paper-layout table."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="With --models: write the table as Markdown here."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="With --models: write the table as CSV here."),
+    published: bool = typer.Option(False, "--published", help="With --models: add the published figures of the "
+                                                              "models that have them (their own test set) as "
+                                                              "reference rows."),
 ) -> None:
     """Run the official EarthLoc protocol: six areas, footprint positives, R@1/5/10/20/100."""
     import json
@@ -47,6 +55,15 @@ def official(
         raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
     if not dataset.is_dir():
         raise InputError(dataset, "dataset folder not found")
+    if models is not None:
+        if checkpoint is not None or all_variants:
+            raise InputError("--models", "cannot be combined with --checkpoint or --all-variants (each model "
+                                         "loads its own fetched or packaged weights)")
+        _compare_models(dataset, models, rotations, visible_area, year, area, k, batch_size, markdown, csv_out,
+                        published)
+        return
+    if markdown is not None or csv_out is not None or published:
+        raise InputError("--markdown/--csv/--published", "need --models")
     if all_variants:
         from earthloc.eval.report import official_table
 
@@ -65,6 +82,36 @@ def official(
     if json_out is not None:
         doc = {"variants": [_run_doc(r) for r in runs]} if all_variants else _run_doc(run)
         write_text(json_out, json.dumps(doc, indent=2) + "\n")
+
+
+def _compare_models(dataset: Path, models: str, rotations: str, visible_area: bool, year: Optional[int],
+                    area: list[str], k: int, batch_size: int, markdown: Optional[Path], csv_out: Optional[Path],
+                    published: bool) -> None:
+    """Run the protocol once per model and print / write the paper-layout table (Markdown and CSV)."""
+    from earthloc.atomic import write_text
+    from earthloc.eval.official import paper_csv, paper_markdown, published_rows, run_official, table_row
+    from earthloc.models.registry import load_model, model_spec
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names or len(set(names)) != len(names):
+        raise InputError("--models", f"give distinct model names, comma-separated (got {models!r})")
+    specs = [model_spec(n) for n in names]  # unknown names fail before any encoding
+    rows, refs, run = [], [], None
+    for name, spec in zip(names, specs):
+        run = run_official(dataset, load_model(name), rotations=rotations, visible_area=visible_area, year=year,
+                           areas=area or None, k=k, batch_size=batch_size)
+        rows.append(table_row(name, spec.descriptor_dim, run))
+        if published and spec.published is not None:
+            refs += published_rows(name, spec.descriptor_dim, spec.published, [a.area for a in run.areas])
+    rows += refs
+    mode = "4x rotated DB (official count)" if rotations == "db" else "query rotations (merged)"
+    typer.echo(f"Official protocol on {dataset}, DB year {run.year}, {mode}"
+               + (", visible area" if visible_area else "") + "\n")
+    typer.echo(paper_markdown(rows))
+    if markdown is not None:
+        write_text(markdown, paper_markdown(rows) + "\n")
+    if csv_out is not None:
+        write_text(csv_out, paper_csv(rows))
 
 
 def _run_doc(run) -> dict:

@@ -17,6 +17,8 @@ the counter-clockwise rotation applied to the *DB image* that produced the slot.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +28,7 @@ import numpy as np
 
 from earthloc.errors import InputError
 from earthloc.eval import protocol
+from earthloc.models.registry import model_spec
 
 ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 
@@ -403,3 +406,77 @@ def format_run(run: OfficialRun) -> str:
         vals = " | ".join("n/a" if not a.n_queries else f"{a.recalls[n]:.1f}" for n in run.ns)
         lines.append(f"| {a.area} | {a.n_queries}/{a.n_selected} | {len(a.db_rows)} | {vals} |")
     return "\n".join(lines)
+
+
+# --- the paper's table: one row per method, R@1/R@10/R@100 per area and their average -------------------
+PAPER_NS: tuple[int, ...] = (1, 10, 100)
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One method of the paper-layout table. ``per_area``: area -> recalls at ``PAPER_NS`` (percent), None
+    where the area kept no query (or a published row gives no per-area figure); ``kept``: area -> kept queries
+    (None for published rows)."""
+
+    method: str
+    descriptor_dim: int
+    per_area: dict[str, tuple[float, ...] | None]
+    average: tuple[float, ...] | None
+    kept: dict[str, int] | None = None
+
+
+def table_row(method: str, descriptor_dim: int, run: OfficialRun, ns: Sequence[int] = PAPER_NS) -> TableRow:
+    """A measured row: recalls per area, and their plain mean over the areas that kept queries (the paper's
+    "average" is the mean of the six area figures, not a pooled recall)."""
+    per_area = {a.area: (tuple(a.recalls[n] for n in ns) if a.n_queries else None) for a in run.areas}
+    have = [v for v in per_area.values() if v is not None]
+    average = tuple(float(np.mean([v[i] for v in have])) for i in range(len(ns))) if have else None
+    return TableRow(method, descriptor_dim, per_area, average, {a.area: a.n_queries for a in run.areas})
+
+
+def published_rows(name: str, descriptor_dim: int, published, areas: Sequence[str]) -> list[TableRow]:
+    """Reference rows from a model's :class:`~earthloc.models.registry.PublishedRecall` (its own test set,
+    not this dataset): the model itself, and the baseline of the same published table (average only)."""
+    per = dict(published.per_area)
+    rows = [TableRow(f"{name} (published)", descriptor_dim, {a: per.get(a) for a in areas}, published.average)]
+    if published.baseline is not None:
+        base, avg = published.baseline
+        rows.append(TableRow(f"{base} (published, same table)", model_spec(base).descriptor_dim,
+                             {a: None for a in areas}, avg))
+    return rows
+
+
+def _fmt(v: tuple[float, ...] | None) -> str:
+    return "n/a" if v is None else " / ".join(f"{x:.1f}" for x in v)
+
+
+def paper_markdown(rows: Sequence[TableRow], ns: Sequence[int] = PAPER_NS) -> str:
+    """Markdown: Method | Desc. size | one column per area and Average, each 'R@1 / R@10 / R@100'."""
+    areas = list(rows[0].per_area)
+    recall = "/".join(f"R@{n}" for n in ns)
+    head = "| Method | Desc. size | " + " | ".join(f"{a.capitalize()} {recall}" for a in areas) + f" | Average {recall} |"
+    lines = [head, "|---|---:|" + "---:|" * (len(areas) + 1)]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.descriptor_dim} | " + " | ".join(_fmt(r.per_area[a]) for a in areas)
+                     + f" | {_fmt(r.average)} |")
+    measured = next((r for r in rows if r.kept is not None), None)
+    if measured is not None:
+        lines.append("| kept queries | | " + " | ".join(str(measured.kept[a]) for a in areas)
+                     + f" | {sum(measured.kept.values())} |")
+    return "\n".join(lines)
+
+
+def paper_csv(rows: Sequence[TableRow], ns: Sequence[int] = PAPER_NS) -> str:
+    """CSV of the same table: method, descriptor_dim, then ``<area>_r@<n>`` and ``average_r@<n>`` columns
+    (empty where n/a), then ``<area>_queries`` (kept queries; empty for published rows)."""
+    areas = list(rows[0].per_area)
+    cols = [f"{a}_r@{n}" for a in [*areas, "average"] for n in ns]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "descriptor_dim", *cols, *[f"{a}_queries" for a in areas]])
+    for r in rows:
+        vals = [*(r.per_area[a] for a in areas), r.average]
+        cells = [("" if v is None else f"{v[i]:.2f}") for v in vals for i in range(len(ns))]
+        kept = ["" if r.kept is None else str(r.kept[a]) for a in areas]
+        w.writerow([r.method, r.descriptor_dim, *cells, *kept])
+    return buf.getvalue()
