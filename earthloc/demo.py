@@ -142,7 +142,8 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
     """Run the whole demo (resumable). ``mrfs``: only these photos, and only the contexts of their
     retrieval candidates in the DB (a reduced demo, for tests)."""
     from earthloc.db.build import build_db
-    from earthloc.locate import Locator, run_batch
+    from earthloc.locate import Locator
+    from earthloc.pipeline import LocateOptions, localize
     from earthloc.models.registry import load_model
     from earthloc.photos import load_photos
     from earthloc.sources.mosaic import MosaicSource
@@ -173,7 +174,7 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
         progress_file.unlink(missing_ok=True)  # results of another index are stale
     say(f"[3/4] locating {len(photos)} ISS photos (visible disk from the NASA nadir)")
     locator = Locator(index, model)
-    locs = run_batch(locator, photos, progress_file, top_k=top_k, progress=progress)
+    locs = localize(locator, photos, LocateOptions(top_k=top_k), progress_file, progress=progress)
     say(f"[4/4] outputs -> {out_dir}")
     for name in ("localizations.geojson", "localizations.csv", "localizations.kml", "map.html"):
         outputs.write(locs, out_dir / name)

@@ -6,27 +6,26 @@ altitude (default: a typical ISS altitude) define a disk on the ground; only DB 
 lies in it are searched (:func:`earthloc.geo.visibility.in_visible_disk`). The search inside the disk
 is exact (see :meth:`earthloc.index.store.Index.search`).
 
-Batch runs (:func:`run_batch`) append one JSON line per photo to a progress file and skip the photos
-already done on a rerun; a photo that cannot be read, or has no nadir/time, gets an error row and
-the others go on.
+This module holds the search stage (:class:`Locator`: resolve, visible mask, encode, rank); the
+composition of stages over many photos, with refinement and a resumable progress file, is the
+application layer :mod:`earthloc.pipeline`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
+import torch
 
-from earthloc import outputs
 from earthloc.errors import InputError
+from earthloc.geo import visibility
 from earthloc.geo.footprint import EARTH_RADIUS_KM, Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.index.store import ROTATIONS, Index
+from earthloc.models.encoders import Encoder, as_encoder
 from earthloc.records import Candidate, Localization, Photo
-
-_ERRORS = (InputError, OSError, ValueError)  # per-photo failures a batch records and goes past
 
 
 def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | None = None,
@@ -38,10 +37,8 @@ def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | Non
     the latitude difference); among them a dot product of unit vectors against cos(radius / R) settles
     every row except those within 1e-9 of the edge (about 2 cm), which go to ``in_visible_disk``.
     """
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km, in_visible_disk
-
-    alt = DEFAULT_ISS_ALTITUDE_KM if altitude_km is None else altitude_km
-    radius_km = float(horizon_radius_km(alt, max_off_nadir_deg))
+    alt = visibility.DEFAULT_ISS_ALTITUDE_KM if altitude_km is None else altitude_km
+    radius_km = float(visibility.horizon_radius_km(alt, max_off_nadir_deg))
     angle = radius_km / EARTH_RADIUS_KM  # radians; haversine uses the same R
     a, b = index.lat_range(nadir[0] - np.degrees(angle) - 1e-6, nadir[0] + np.degrees(angle) + 1e-6)
     lat0, lon0 = np.radians(nadir[0]), np.radians(nadir[1])
@@ -52,7 +49,7 @@ def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | Non
     sub = cos_d > edge + 1e-9
     unsure = np.flatnonzero(np.abs(cos_d - edge) <= 1e-9)
     if len(unsure):
-        sub[unsure] = in_visible_disk(nadir, altitude_km, index.centre_lat[a + unsure], index.centre_lon[a + unsure],
+        sub[unsure] = visibility.in_visible_disk(nadir, altitude_km, index.centre_lat[a + unsure], index.centre_lon[a + unsure],
                                       max_off_nadir_deg)
     mask = np.zeros(len(index), dtype=bool)
     mask[a:b] = sub
@@ -60,7 +57,8 @@ def disk_mask(index: Index, nadir: tuple[float, float], altitude_km: float | Non
 
 
 class Locator:
-    """Ranks the DB images of ``index`` for photos, using ``model`` (must be the index's model).
+    """Ranks the DB images of ``index`` for photos, encoding them with ``encoder`` (its model must be
+    the index's model; a bare model is encoded here on the CPU, 8 images x rotations per pass).
 
     ``max_off_nadir_deg``: shrink the visible disk to what a camera pointed at most that far from
     nadir sees (None: the whole disk to the horizon). ``require_area``: a photo with neither nadir
@@ -68,23 +66,25 @@ class Locator:
     with the best year, instead of one per DB image.
     """
 
-    def __init__(self, index: Index, model, max_off_nadir_deg: float | None = None, require_area: bool = True,
-                 merge_years: bool = True, batch_size: int = 8, device: str = "cpu", ray: str | None = None,
-                 ray_cpus: int = 1):
-        index.identity.check(model, index.path or "index")
-        self.index, self.model = index, model
+    def __init__(self, index: Index, encoder: Encoder | torch.nn.Module, max_off_nadir_deg: float | None = None,
+                 require_area: bool = True, merge_years: bool = True):
+        self.encoder = as_encoder(encoder)
+        index.identity.check(self.encoder.model, index.path or "index")
+        self.index = index
         self.max_off_nadir_deg = max_off_nadir_deg
         self.require_area = require_area
         self.merge_years = merge_years
-        self.batch_size = batch_size
-        self.device = device  # where photos are encoded: cpu, cuda[:N] or auto
-        self.ray, self.ray_cpus = ray, ray_cpus  # locate_many encodes on Ray when set (earthloc.index.scaleout)
         # a 1x index is searched with the photo at 4 rotations; a 4x rotated index with the photo as is
         self.query_rotations = ROTATIONS if index.rotations == "query" else (0,)
         self._n_years = max(1, int(index.manifest["year"].nunique()))
         self._tiles = index.manifest["tile"].tolist()
         self._years = index.manifest["year"].astype(int).tolist()
         self._paths = index.manifest["path"].tolist() if "path" in index.manifest else [None] * len(index)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The descriptor model (the index's)."""
+        return self.encoder.model
 
     # --- per photo ---------------------------------------------------------------------------
     def resolve(self, photo: Photo) -> Photo:
@@ -116,10 +116,7 @@ class Locator:
 
     def encode(self, images: Sequence) -> np.ndarray:
         """Descriptors (B, R, D) of photos (paths or PIL images) at this locator's query rotations."""
-        from earthloc.models.encode import encode
-
-        return encode(self.model, list(images), rotations=self.query_rotations, batch_size=self.batch_size,
-                      progress=False, device=self.device)
+        return self.encoder.encode(list(images), self.query_rotations)
 
     def rank(self, photo: Photo, descriptors: np.ndarray, top_k: int = 10) -> Localization:
         """Candidates of a resolved photo from its descriptors (R, D)."""
@@ -142,92 +139,3 @@ class Locator:
             if len(cands) == top_k:
                 break
         return Localization(photo=photo, candidates=tuple(cands))
-
-    def _searchable(self, photo: Photo) -> Photo:
-        """The resolved photo, or InputError when it has no image file or no search area."""
-        if photo.path is None:
-            raise InputError(photo.mrf, "no image file for this photo")
-        return self.resolve(photo)
-
-    def locate(self, photo: Photo, top_k: int = 10) -> Localization:
-        """Ranked candidates (best first) for one photo. Bad photo or missing nadir/time -> InputError."""
-        from earthloc.models.preprocess import load_image
-
-        photo = self._searchable(photo)
-        return self.rank(photo, self.encode([load_image(photo.path)])[0], top_k)
-
-    # --- many photos -------------------------------------------------------------------------
-    def locate_many(self, photos: Iterable[Photo], top_k: int = 10) -> Iterator[Localization]:
-        """Localizations in input order; a failing photo yields a Localization with ``error`` set."""
-        from earthloc.models.preprocess import load_image
-
-        if self.ray is not None:
-            yield from self._locate_many_on_ray(list(photos), top_k)
-            return
-
-        batch: list[tuple[Photo, object]] = []
-        for photo in photos:
-            try:
-                photo = self._searchable(photo)
-                batch.append((photo, load_image(photo.path)))
-            except _ERRORS as err:
-                yield from self._flush(batch, top_k)
-                batch = []
-                yield Localization(photo=photo, candidates=(), error=str(err))
-                continue
-            if len(batch) >= self.batch_size:
-                yield from self._flush(batch, top_k)
-                batch = []
-        yield from self._flush(batch, top_k)
-
-    def _locate_many_on_ray(self, photos: list[Photo], top_k: int) -> Iterator[Localization]:
-        """As :meth:`locate_many`, photos encoded by Ray workers (read there by path), searched here."""
-        from earthloc.index.scaleout import encode_photos_on_ray
-
-        items: list[tuple[Photo, str | None]] = []
-        for photo in photos:
-            try:
-                items.append((self._searchable(photo), None))
-            except _ERRORS as err:
-                items.append((photo, str(err)))
-        good = [p.path for p, err in items if err is None]
-        batches = [good[i:i + self.batch_size] for i in range(0, len(good), self.batch_size)]
-        encoded = encode_photos_on_ray(self.model, batches, self.query_rotations, self.ray, self.ray_cpus, self.device)
-        for photo, err in items:
-            if err is None:
-                out = next(encoded)
-                err = out if isinstance(out, str) else None
-            yield Localization(photo=photo, candidates=(), error=err) if err else self.rank(photo, out, top_k)
-        encoded.close()
-
-    def _flush(self, batch: list[tuple[Photo, object]], top_k: int) -> Iterator[Localization]:
-        if not batch:
-            return
-        desc = self.encode([img for _, img in batch])
-        for (photo, _), d in zip(batch, desc):
-            yield self.rank(photo, d, top_k)
-
-
-def run_batch(locator: Locator, photos: Sequence[Photo], progress_file: Path | None = None, top_k: int = 10,
-              progress: bool = True) -> list[Localization]:
-    """Localize ``photos``, resumably; returns one Localization per photo, in input order.
-
-    With ``progress_file`` (JSON lines, append-only), photos already localized there are not redone;
-    photos that failed before are retried; each new result is appended as soon as it exists.
-    """
-    from tqdm import tqdm
-
-    done: dict[str, Localization] = {}
-    if progress_file is not None and Path(progress_file).exists():
-        for loc in outputs.read_jsonl(Path(progress_file)):
-            done[outputs.photo_key(loc.photo)] = loc  # later lines win
-    todo = [p for p in photos if outputs.photo_key(p) not in done or done[outputs.photo_key(p)].error]
-    results = dict(done)
-    bar = tqdm(total=len(todo), desc="locating", unit="photo", disable=not progress or not todo)
-    for photo, loc in zip(todo, locator.locate_many(todo, top_k)):
-        results[outputs.photo_key(photo)] = loc
-        if progress_file is not None:
-            outputs.append_jsonl(Path(progress_file), loc)
-        bar.update(1)
-    bar.close()
-    return [results[outputs.photo_key(p)] for p in photos]

@@ -18,7 +18,8 @@ from earthloc import outputs
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
 from earthloc.index.store import Index
-from earthloc.locate import Locator, run_batch
+from earthloc.locate import Locator
+from earthloc.pipeline import LocateOptions, localize
 from earthloc.records import Photo
 
 CONTEXTS = ("14_6410_9928", "10_0406_0630", "13_3158_1310")
@@ -74,7 +75,7 @@ def test_locate_real_photo_returns_ranked_candidates_in_its_disk(setup):
     _, index, model, photos = setup
     loc = Locator(index, model)
     photo = photos["ISS050-E-70536"]  # Turkey/Syria: California must never come back
-    res = loc.locate(photo, top_k=10)
+    res = localize(loc, [photo], LocateOptions(top_k=10))[0]
     assert res.error is None and len(res.candidates) == 10
     in_disk = set(index.manifest.tile[loc.visible_mask(loc.resolve(photo))])
     assert {c.tile.name for c in res.candidates} <= in_disk
@@ -93,7 +94,7 @@ def test_rotated_db_image_is_found_with_its_rotation(setup, tmp_path):
     img = Image.open(index.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
     img.save(tmp_path / "rot.png")
     photo = Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))
-    best = Locator(index, model).locate(photo, top_k=3).candidates[0]
+    best = localize(Locator(index, model), [photo], LocateOptions(top_k=3))[0].candidates[0]
     # the DB image must be rotated 90 deg counter-clockwise to look like the photo
     assert (best.tile.name, best.rotation_deg) == (row.tile, 90)
     assert best.score > 0.98
@@ -126,7 +127,8 @@ def test_official_4x_rotated_index_on_real_descriptors(setup, tmp_path):
     row = ix4.manifest.iloc[7]
     img = Image.open(ix4.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
     img.save(tmp_path / "rot.png")
-    top = loc.locate(Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon)), 3)
+    top = localize(loc, [Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))],
+                   LocateOptions(top_k=3))[0]
     assert (top.candidates[0].tile.name, top.candidates[0].rotation_deg) == (row.tile, 90)
 
 
@@ -141,11 +143,11 @@ def test_batch_error_rows_and_resume(setup, tmp_path):
         replace(photos["ISS055-E-27330"], nadir=None),  # date only, if any; else no time at all
     ]
     prog = tmp_path / "progress.jsonl"
-    first = run_batch(Locator(index, model), batch, prog, top_k=5, progress=False)
+    first = localize(Locator(index, model), batch, LocateOptions(top_k=5), prog)
     assert [r.error is None for r in first] == [True, False, False, False]
     assert "nadir" in first[1].error and "broken.jpg" in first[2].error
     assert len(prog.read_text().splitlines()) == 4
-    again = run_batch(Locator(index, model), batch, prog, top_k=5, progress=False)
+    again = localize(Locator(index, model), batch, LocateOptions(top_k=5), prog)
     assert again[0] == first[0]  # read back from the progress file, not recomputed
     assert len(prog.read_text().splitlines()) == 4 + 3  # only the failed photos were retried
     assert outputs.read_jsonl(prog)[0] == first[0]

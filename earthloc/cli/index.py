@@ -34,9 +34,9 @@ def build(
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
     from earthloc.index.store import PRECISIONS, Index
     from earthloc.errors import InputError
-    from earthloc.models.registry import load_model
-
+    from earthloc.models.encoders import LocalEncoder, RayEncoder
     from earthloc.models.fast import resolve_device
+    from earthloc.models.registry import load_model
 
     device = resolve_device(device)  # a missing GPU is bad input, before any work
     if rotations not in ("query", "db"):
@@ -45,8 +45,10 @@ def build(
         raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not db.is_dir():
         raise InputError(db, "DB folder not found")
-    index = Index.build(db, load_model(model, checkpoint), out, rotations=rotations, precision=precision,
-                        batch_size=batch_size, device=device, ray=ray, ray_cpus=ray_cpus, chunk=chunk)
+    net = load_model(model, checkpoint)
+    encoder = (RayEncoder(net, address=ray, cpus=ray_cpus, device=device, batch_size=batch_size) if ray
+               else LocalEncoder(net, device=device, batch_size=batch_size))
+    index = Index.build(db, encoder, out, rotations=rotations, precision=precision, chunk=chunk)
     typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
                f"rotations={index.rotations}) with {index.model_name} -> {out}")
 

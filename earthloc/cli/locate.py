@@ -35,43 +35,6 @@ def _parse_time(text: str) -> datetime:
     return parse_utc(text, "--time")
 
 
-def collect_photos(sources: list[Path], metadata: Path | None = None, images: Path | None = None) -> list:
-    """Photos from image files, folders (scanned recursively) and CSVs; ``metadata`` (a CSV) fills in
-    nadir/time/altitude/ground truth by MRF (= file stem) for photos that lack them."""
-    from dataclasses import replace
-
-    from earthloc.photos import load_photos, photo_from_file
-
-    photos = []
-    for src in sources:
-        if src.is_dir():
-            photos += load_photos(src)
-        elif src.suffix.lower() == ".csv":
-            photos += [p for p in load_photos(src, images)]
-        elif src.is_file():
-            photos.append(photo_from_file(src))
-        else:
-            raise InputError(src, "no such photo, folder or CSV")
-    if metadata is not None:
-        meta = {p.mrf: p for p in load_photos(metadata, images)}
-        if not sources:
-            photos = list(meta.values())
-        else:
-            photos = [_fill(p, meta.get(p.mrf), replace) for p in photos]
-    if not photos:
-        raise InputError("PHOTOS", "no photos given (pass image files, folders or a CSV, or --metadata CSV)")
-    return photos
-
-
-def _fill(photo, known, replace):
-    if known is None:
-        return photo
-    fields = {f: getattr(known, f) for f in ("time", "nadir", "altitude_km", "centre", "footprint")
-              if getattr(photo, f) is None and getattr(known, f) is not None}
-    extra = {**known.extra, **photo.extra}
-    return replace(photo, extra=extra, **fields)
-
-
 def locate(
     photos: list[Path] = typer.Argument(None, help="Photos: image files, folders of images, or CSVs of photos."),
     index: Path = typer.Option(..., "--index", help="Index folder (`earthloc index build`)."),
@@ -100,40 +63,26 @@ def locate(
 ) -> int:
     """Rank DB tiles (tile, year, rotation, score, footprint) for each photo, searching only the DB
     images visible from the ISS. Exit code 0: all photos localized; 1: some failed; 2: bad input."""
+    from functools import partial
+
     from earthloc import outputs
-    from earthloc.index.store import Index
-    from earthloc.locate import Locator, run_batch
-    from earthloc.models.registry import load_model
+    from earthloc.models.encoders import LocalEncoder, RayEncoder
+    from earthloc.models.fast import resolve_device
+    from earthloc.pipeline import LocateOptions, gather_photos, localize, open_locator
 
     fmt = fmt or (outputs.format_of(out) if out else "json")
     if fmt not in outputs.FORMATS or fmt == "html":
         raise InputError("--format", f"must be one of json, jsonl, geojson, csv, kml; got {fmt!r}")
-    fixed = {}
-    if nadir:
-        fixed["nadir"] = _parse_nadir(nadir)
-    if time:
-        fixed["time"] = _parse_time(time)
-    if altitude is not None:
-        fixed["altitude_km"] = altitude
-    items = collect_photos(list(photos or []), metadata, images)
-    if fixed:
-        from dataclasses import replace
-
-        items = [replace(p, **fixed, extra={**p.extra, "time_precision": "exact"} if time else p.extra)
-                 for p in items]
-    from earthloc.models.fast import resolve_device
-
+    items = gather_photos(list(photos or []), metadata, images, nadir=_parse_nadir(nadir) if nadir else None,
+                          time=_parse_time(time) if time else None, altitude_km=altitude)
     device = resolve_device(device)  # a missing GPU is bad input, before the index is read
-    ix = Index.open(index)
-    locator = Locator(ix, load_model(model or ix.model_name, checkpoint), max_off_nadir_deg=max_off_nadir,
-                      require_area=not search_all, device=device, ray=ray, ray_cpus=ray_cpus)
+    encoder = partial(RayEncoder, address=ray, cpus=ray_cpus, device=device) if ray else partial(LocalEncoder, device=device)
+    locator = open_locator(index, model, checkpoint, encoder=encoder, max_off_nadir_deg=max_off_nadir,
+                           require_area=not search_all)
     if progress_file is None and out is not None:
         progress_file = out.with_name(out.name + ".progress.jsonl")
-    results = run_batch(locator, items, progress_file, top_k=top, progress=len(items) > 1)
-    if refine:
-        from earthloc.refine.rerank import refine_with_db
-
-        results = refine_with_db(results, ix.db_dir, matcher)
+    results = localize(locator, items, LocateOptions(top_k=top, refine=refine, matcher=matcher), progress_file,
+                       progress=len(items) > 1)
     if out is None:
         sys.stdout.write(outputs.render(results, fmt))
     else:

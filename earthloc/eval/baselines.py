@@ -1,5 +1,5 @@
 """Baselines for the real-photo benchmark: ranked place lists that need no learned descriptor, and
-the lists of a descriptor model through :class:`earthloc.locate.Locator` (what users run).
+the lists of a descriptor model through the application layer :mod:`earthloc.pipeline` (what users run).
 
 * random choice: places in a seeded random order; its *expected* recall is exact and closed-form
   (:func:`expected_random_curve`), which is what the report shows;
@@ -12,10 +12,12 @@ the lists of a descriptor model through :class:`earthloc.locate.Locator` (what u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from earthloc import pipeline
 from earthloc.geo.footprint import haversine_km
 from earthloc.geo.tiles import TileBlock
 from earthloc.records import Photo
@@ -71,33 +73,29 @@ def nadir_lists(photos: Sequence[Photo], db_frame: pd.DataFrame, k: int = 100) -
     return out
 
 
-def model_lists(locator, photos: Sequence[Photo], k: int = 100, batch_size: int = 8):
-    """Ranked places from a :class:`earthloc.locate.Locator`, each photo encoded once and ranked twice:
-    in its visible disk (what ``earthloc locate`` does) and over the whole DB (nadir withheld).
+def model_lists(locator, photos: Sequence[Photo], k: int = 100):
+    """Ranked places from a :class:`earthloc.locate.Locator`, each photo prepared and encoded once by the
+    pipeline's stages and ranked twice: in its visible disk (what ``earthloc locate`` does) and over the
+    whole DB (nadir withheld). Photos go ``locator.encoder.batch_size`` per batch.
 
     Returns ``(visible_lists, global_lists, errors)``: lists are None where the photo failed (unreadable
     image...), ``errors`` maps those mrfs to the message.
     """
-    from dataclasses import replace
-
-    from earthloc.errors import InputError
-    from earthloc.models.preprocess import load_image
-
     visible: list[list[TileBlock] | None] = [None] * len(photos)
     whole: list[list[TileBlock] | None] = [None] * len(photos)
     errors: dict[str, str] = {}
-    ok: list[tuple[int, Photo, object]] = []
+    ok: list[tuple[int, pipeline.Prepared]] = []
     for i, photo in enumerate(photos):
         try:
-            if photo.path is None:
-                raise InputError(photo.mrf, "no image file for this photo")
-            ok.append((i, locator.resolve(photo), load_image(photo.path)))
-        except (InputError, OSError, ValueError) as err:
+            ok.append((i, pipeline.prepare(locator, photo)))
+        except pipeline.PER_PHOTO_ERRORS as err:
             errors[photo.mrf] = str(err)
-    for start in range(0, len(ok), batch_size):
-        batch = ok[start:start + batch_size]
-        desc = locator.encode([img for _, _, img in batch])
-        for (i, photo, _), d in zip(batch, desc):
-            visible[i] = [c.tile for c in locator.rank(photo, d, top_k=k).candidates]
-            whole[i] = [c.tile for c in locator.rank(replace(photo, nadir=None), d, top_k=k).candidates]
+    size = locator.encoder.batch_size
+    batches = [ok[a:a + size] for a in range(0, len(ok), size)]
+    options = pipeline.LocateOptions(top_k=k)
+    for batch, desc in zip(batches, pipeline.encode(locator, [[p for _, p in b] for b in batches])):
+        for (i, prep), d in zip(batch, desc):
+            visible[i] = [c.tile for c in pipeline.search(locator, prep, d, options).candidates]
+            glob = pipeline.Prepared(replace(prep.photo, nadir=None), prep.image)
+            whole[i] = [c.tile for c in pipeline.search(locator, glob, d, options).candidates]
     return visible, whole, errors

@@ -35,9 +35,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+import torch
 
 from earthloc.atomic import atomic_path, write_text
+from earthloc.db.manifest import load as load_manifest
 from earthloc.errors import InputError
+from earthloc.models.encoders import Encoder, as_encoder
 
 FORMAT_VERSION = 1
 ROTATIONS = (0, 90, 180, 270)
@@ -283,19 +286,17 @@ class Index:
         return cls(index, manifest, meta)
 
     @classmethod
-    def build(cls, db_dir: Path, model, out_dir: Path, rotations: str = "query", precision: str = "fp32",
-              batch_size: int = 32, chunk: int = 1024, progress: bool = True, device: str = "cpu",
-              ray: str | None = None, ray_cpus: int = 1) -> "Index":
-        """Encode every image of the DB folder ``db_dir`` with ``model`` and save the index to ``out_dir``.
+    def build(cls, db_dir: Path, encoder: Encoder | torch.nn.Module, out_dir: Path, rotations: str = "query",
+              precision: str = "fp32", chunk: int = 1024, progress: bool = True) -> "Index":
+        """Encode every image of the DB folder ``db_dir`` with ``encoder`` and save the index to ``out_dir``.
 
+        ``encoder``: an :class:`earthloc.models.encoders.Encoder` (here or on Ray), or a bare model
+        (encoded here on the CPU, 32 images x rotations per forward pass).
         Resumable: descriptors are saved per chunk of ``chunk`` images under ``out_dir/.partial-*``
         and reused by a rerun; the finished folder appears only when everything is written.
-        ``ray``: encode the missing chunks as Ray tasks (``local``, ``auto`` or a cluster address; see
-        :mod:`earthloc.index.scaleout`), ``ray_cpus`` CPUs each.
         """
-        from earthloc.db.manifest import load as load_manifest
-        from earthloc.models.encode import encode
-
+        encoder = as_encoder(encoder, batch_size=32)
+        model = encoder.model
         db_dir = Path(db_dir)
         manifest = load_manifest(db_dir)
         if manifest.empty:
@@ -308,22 +309,16 @@ class Index:
         todo = [(i, [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]])
                 for i in range(n_chunks) if not chunk_file(i).exists()]
 
-        def save_chunk(i: int, vecs: np.ndarray) -> None:
-            with atomic_path(chunk_file(i)) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, vecs.astype(np.float32))
-
-        if ray is not None and todo:
-            from earthloc.index.scaleout import encode_on_ray
-
-            for i, vecs in encode_on_ray(model, todo, db_rotations, batch_size, ray, ray_cpus, device, progress):
-                save_chunk(i, vecs)
-        else:
+        def batches():
             for i, paths in todo:
                 if progress and n_chunks > 1:
                     print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
-                save_chunk(i, encode(model, paths, rotations=db_rotations, batch_size=batch_size,
-                                     progress=progress, device=device))
+                yield paths
+
+        for (i, _), vecs in zip(todo, encoder.encode_batches(batches(), db_rotations, progress=progress)):
+            with atomic_path(chunk_file(i)) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, vecs.astype(np.float32))
         parts = [np.load(chunk_file(i)) for i in range(n_chunks)]
         index = cls.from_vectors(np.concatenate(parts), manifest, ModelIdentity.of(model), rotations, precision,
                                  db_dir=db_dir)
@@ -385,8 +380,6 @@ class Index:
 
     def check_db(self, db_dir: Path) -> None:
         """Raise :class:`InputError` unless ``db_dir`` holds exactly the images of this index."""
-        from earthloc.db.manifest import load as load_manifest
-
         db = load_manifest(Path(db_dir))
         key = lambda df: set(zip(df["tile"], df["year"].astype(int), df["sha256"]))  # noqa: E731
         mine, theirs = key(self.manifest), key(db)

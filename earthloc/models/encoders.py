@@ -1,74 +1,94 @@
-"""Encode on Ray: DB chunks for ``earthloc index build --ray``, photo batches for ``earthloc locate --ray``.
+"""The encoding seam: images -> descriptors (B, R, D), here or on Ray workers.
 
-``earthloc index build --ray ADDRESS`` sends each chunk that is not on disk yet to a Ray task; the
-driver writes every finished chunk itself (atomic ``.npy`` in the index's ``.partial-*`` folder, as the
-serial build does), so a killed run resumes with the chunks already done. The model travels once,
-through Ray's object store. Workers read the images from the paths given: on a multi-node cluster the
-DB folder must be on a file system that every node sees (NFS, a mounted bucket) at the same path.
+Everything that encodes (the index build, the locator, the benchmarks) is handed an :class:`Encoder`
+instead of device / Ray / batch-size scalars:
 
-For ``locate --ray`` the workers encode batches of photos (the costly part: ~0.2 s per photo at 4
-rotations on 2 cores for the official model) while the driver resolves nadirs, searches the index
-(~12 ms per photo) and writes results in input order, so the resumable progress file works as before.
+- :class:`LocalEncoder`: in this process (``cpu``, ``cuda[:N]`` or ``auto``), through
+  :func:`earthloc.models.encode.encode`.
+- :class:`RayEncoder`: batches go to Ray tasks. The model travels once, through Ray's object store;
+  results come back in order, with up to ``2 x task slots`` batches in flight. ``earthloc index build
+  --ray`` sends each missing chunk of DB images (read there by path: on a multi-node cluster the DB
+  folder must be on a file system every node sees at the same path); ``earthloc locate --ray`` sends
+  the photos the driver has already decoded (each photo is read once, by the guarded loader).
 
-``ADDRESS``: ``local`` starts Ray on this machine for the run (all its CPUs); ``auto`` joins the cluster
-that ``ray start`` or ``RAY_ADDRESS`` points at; anything else is passed to ``ray.init`` (``host:6379``,
-``ray://host:10001``).
+Ray ``address``: ``local`` starts Ray on this machine for the run (all its CPUs); ``auto`` joins the
+cluster that ``ray start`` or ``RAY_ADDRESS`` points at; anything else is passed to ``ray.init``
+(``host:6379``, ``ray://host:10001``). A caller's own ``ray.init`` is joined and left running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
-from tqdm import tqdm
+import torch
+from PIL import Image
 
+import earthloc.models.encode as batch_encode  # called through the module: tests check who encodes
 from earthloc.errors import InputError
+from earthloc.models.fast import resolve_device
+
+Item = str | os.PathLike | Image.Image
 
 
-def _encode_chunk(model, paths: list[Path], rotations: tuple[int, ...], batch_size: int, threads: int,
-                  device: str) -> np.ndarray:
-    """Runs in a Ray worker: the chunk's descriptors (N, R, D) float32."""
-    import torch
+class Encoder(Protocol):
+    """Turns images into L2-normalised descriptors; ``model`` is what the index's identity is taken from."""
 
-    from earthloc.models.encode import encode
+    model: torch.nn.Module
+    batch_size: int
 
+    def encode(self, items: Sequence[Item], rotations: Sequence[int]) -> np.ndarray:
+        """Descriptors (B, R, D) float32 of ``items`` (paths or PIL images) at each of ``rotations``."""
+        ...
+
+    def encode_batches(self, batches: Iterable[Sequence[Item]], rotations: Sequence[int],
+                       progress: bool = False) -> Iterator[np.ndarray]:
+        """Per batch, in order: its descriptors (len(batch), R, D). ``batches`` is consumed lazily."""
+        ...
+
+
+@dataclass
+class LocalEncoder:
+    """Encodes in this process on ``device`` (``cpu``, ``cuda[:N]``, ``auto``), ``batch_size`` images
+    x rotations per forward pass."""
+
+    model: torch.nn.Module
+    device: str = "cpu"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)  # a missing GPU is bad input, before any work
+
+    def encode(self, items: Sequence[Item], rotations: Sequence[int], progress: bool = False) -> np.ndarray:
+        return batch_encode.encode(self.model, list(items), rotations=tuple(rotations), batch_size=self.batch_size,
+                                   progress=progress, device=self.device)
+
+    def encode_batches(self, batches: Iterable[Sequence[Item]], rotations: Sequence[int],
+                       progress: bool = False) -> Iterator[np.ndarray]:
+        for batch in batches:
+            yield self.encode(batch, rotations, progress)
+
+
+def _encode_on_worker(model: torch.nn.Module, items: list, rotations: tuple[int, ...], batch_size: int,
+                      threads: int, device: str) -> np.ndarray:
+    """Runs in a Ray worker: descriptors (N, R, D) float32 of one batch."""
     torch.set_num_threads(threads)  # the CPUs Ray reserved for this task, not the whole node
-    return encode(model, paths, rotations=rotations, batch_size=batch_size, progress=False, device=device)
-
-
-def _encode_photos(model, paths: list[Path], rotations: tuple[int, ...], threads: int,
-                   device: str) -> list[np.ndarray | str]:
-    """Runs in a Ray worker: per photo, its descriptors (R, D) or the error that stopped it."""
-    import torch
-
-    from earthloc.locate import _ERRORS
-    from earthloc.models.encode import encode
-    from earthloc.models.preprocess import load_image
-
-    torch.set_num_threads(threads)
-    out: list[np.ndarray | str | None] = []
-    images = []
-    for p in paths:
-        try:
-            images.append(load_image(p))
-            out.append(None)
-        except _ERRORS as err:  # the per-photo failures a serial batch records too
-            out.append(str(err))
-    desc = iter(encode(model, images, rotations=rotations, batch_size=max(1, len(images)) * len(rotations),
-                       progress=False, device=device)) if images else iter(())
-    return [next(desc) if o is None else o for o in out]
+    return batch_encode.encode(model, items, rotations=rotations, batch_size=batch_size, progress=False,
+                               device=device)
 
 
 @contextmanager
-def _ray_session(address: str, cpus_per_task: int):
+def ray_session(address: str, cpus_per_task: int):
     """Ray, initialised for ``address`` (``local``, ``auto`` or a cluster address); shut down afterwards
     only if this call started it (a caller's own ``ray.init`` is joined and left running)."""
     if cpus_per_task < 1:
         raise InputError("--ray-cpus", f"must be >= 1, got {cpus_per_task}")
     try:
-        import ray
+        import ray  # heavy optional backend: only when asked for
     except ImportError as err:
         raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
     started = False
@@ -87,46 +107,62 @@ def _ray_session(address: str, cpus_per_task: int):
             ray.shutdown()
 
 
-def encode_on_ray(model, chunks: Sequence[tuple[int, list[Path]]], rotations: tuple[int, ...], batch_size: int = 32,
-                  address: str = "local", cpus_per_task: int = 1, device: str = "cpu",
-                  progress: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(chunk number, descriptors (N, R, D) float32)`` as Ray tasks finish (any order).
+@dataclass
+class RayEncoder:
+    """Encodes on Ray workers at ``address``: ``cpus`` CPUs (torch threads) per task; ``device``
+    ``cuda`` also reserves one GPU per task. ``batch_size``: images x rotations per forward pass
+    inside a task."""
 
-    ``cpus_per_task``: CPUs reserved per task (and torch threads in it). ``device``: ``cuda`` also
-    reserves one GPU per task. A bad image fails the run with the task's :class:`InputError`.
-    """
-    with _ray_session(address, cpus_per_task) as ray:
-        task = ray.remote(num_cpus=cpus_per_task, num_gpus=0 if device == "cpu" else 1)(_encode_chunk)
-        model_ref = ray.put(model)
-        pending = {task.remote(model_ref, paths, tuple(rotations), batch_size, cpus_per_task, device): i
-                   for i, paths in chunks}
-        with tqdm(total=len(pending), unit="chunk", desc="encode on ray", disable=not progress) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                i = pending.pop(done[0])
-                try:
-                    vecs = ray.get(done[0])
-                except ray.exceptions.RayTaskError as err:
-                    if isinstance(err.cause, InputError):
-                        raise err.cause from None  # a bad image: the same one-line error as a local build
-                    raise
-                bar.update(1)
-                yield i, vecs
+    model: torch.nn.Module
+    address: str = "local"
+    cpus: int = 1
+    device: str = "cpu"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1:
+            raise InputError("--ray-cpus", f"must be >= 1, got {self.cpus}")
+        self.device = resolve_device(self.device)
+
+    def encode(self, items: Sequence[Item], rotations: Sequence[int]) -> np.ndarray:
+        items = list(items)
+        batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        out = list(self.encode_batches(batches, rotations))
+        dim = int(self.model.descriptor_dim)
+        return np.concatenate(out) if out else np.empty((0, len(tuple(rotations)), dim), np.float32)
+
+    def encode_batches(self, batches: Iterable[Sequence[Item]], rotations: Sequence[int],
+                       progress: bool = False) -> Iterator[np.ndarray]:
+        """In order; a bad image fails with the worker's :class:`InputError` (the same one-line error as
+        a local run)."""
+        from tqdm import tqdm
+
+        rotations = tuple(int(r) for r in rotations)
+        with ray_session(self.address, self.cpus) as ray:
+            task = ray.remote(num_cpus=self.cpus, num_gpus=0 if self.device == "cpu" else 1)(_encode_on_worker)
+            model_ref = ray.put(self.model)
+            window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // self.cpus))
+            pending: list = []
+            todo = iter(batches)
+            with tqdm(unit="batch", desc="encode on ray", disable=not progress) as bar:
+                while True:
+                    while len(pending) < window and (items := next(todo, None)) is not None:
+                        pending.append(task.remote(model_ref, list(items), rotations, self.batch_size, self.cpus,
+                                                   self.device))
+                    if not pending:
+                        break
+                    try:
+                        vecs = ray.get(pending.pop(0))
+                    except ray.exceptions.RayTaskError as err:
+                        if isinstance(err.cause, InputError):
+                            raise err.cause from None
+                        raise
+                    bar.update(1)
+                    yield vecs
 
 
-def encode_photos_on_ray(model, batches: Sequence[list[Path]], rotations: tuple[int, ...], address: str = "local",
-                         cpus_per_task: int = 1, device: str = "cpu") -> Iterator[np.ndarray | str]:
-    """Per photo of ``batches`` (flattened, in order): descriptors (R, D) float32, or the error string of a
-    photo that could not be read. Tasks run ahead of the consumer by twice the cluster's task slots."""
-    with _ray_session(address, cpus_per_task) as ray:
-        task = ray.remote(num_cpus=cpus_per_task, num_gpus=0 if device == "cpu" else 1)(_encode_photos)
-        model_ref = ray.put(model)
-        window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
-        pending: list = []
-        todo = iter(batches)
-        while True:
-            while len(pending) < window and (paths := next(todo, None)) is not None:
-                pending.append(task.remote(model_ref, paths, tuple(rotations), cpus_per_task, device))
-            if not pending:
-                break
-            yield from ray.get(pending.pop(0))  # in order: results are written as photos come
+def as_encoder(encoder_or_model: Encoder | torch.nn.Module, batch_size: int = 8) -> Encoder:
+    """An :class:`Encoder` as is; a bare model as a :class:`LocalEncoder` on the CPU with ``batch_size``."""
+    if isinstance(encoder_or_model, torch.nn.Module):
+        return LocalEncoder(encoder_or_model, batch_size=batch_size)
+    return encoder_or_model

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint, intersection_km2
 from earthloc.records import Candidate, Localization
-from earthloc.refine.calibration import Calibration
-from earthloc.refine.context import ContextProvider
+from earthloc.models.preprocess import load_image
+from earthloc.refine.calibration import Calibration, load_calibration
+from earthloc.refine.context import ContextProvider, DbContexts
 from earthloc.refine.homography import MIN_PHOTO_PX, WORK_PX, Refinement, photo_frame, refine_candidate
-from earthloc.refine.matchers import Matcher
+from earthloc.refine.matchers import Matcher, load_matcher
 
 
 @dataclass(frozen=True)
@@ -37,18 +39,18 @@ class RefinedLocalization:
     seconds: float
 
 
-def load_photo_rgb(path: Path) -> np.ndarray:
-    """Read a photo as ``(H, W, 3)`` uint8 RGB; unreadable or tiny -> :class:`InputError`."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.array(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as err:
-        raise InputError(path, f"cannot read image ({err.__class__.__name__})") from None
+def photo_rgb(image: Image.Image | np.ndarray, where: object) -> np.ndarray:
+    """A decoded photo as ``(H, W, 3)`` uint8 RGB; smaller than :data:`MIN_PHOTO_PX` -> :class:`InputError`."""
+    arr = np.asarray(image)
     if min(arr.shape[:2]) < MIN_PHOTO_PX:
-        raise InputError(path, f"photo too small to match ({arr.shape[1]}x{arr.shape[0]} px, need {MIN_PHOTO_PX})")
+        raise InputError(where, f"photo too small to match ({arr.shape[1]}x{arr.shape[0]} px, need {MIN_PHOTO_PX})")
     return arr
+
+
+def load_photo_rgb(path: Path) -> np.ndarray:
+    """Read a photo with the guarded loader (:func:`earthloc.models.preprocess.load_image`) as ``(H, W, 3)``
+    uint8 RGB; unreadable or tiny -> :class:`InputError`."""
+    return photo_rgb(load_image(path), path)
 
 
 # Verification bar without a calibration: a little above the 22-24 inliers that leave-one-photo-out
@@ -135,17 +137,26 @@ def refine_localization(loc: Localization, provider: ContextProvider, matcher: M
     return rerank(loc, refs, calibration, time.perf_counter() - t0)
 
 
-def refine_with_db(locs: Sequence[Localization], db_dir: Path | None, matcher_name: str = "xfeat-lg",
-                   top_k: int | None = None) -> list[Localization]:
-    """Refine and re-rank localisations whose candidates come from the DB folder ``db_dir`` (what
-    ``earthloc locate --refine`` does); photos that already failed are passed through."""
-    from earthloc.refine.calibration import load_calibration
-    from earthloc.refine.context import DbContexts
-    from earthloc.refine.matchers import load_matcher
+@dataclass(frozen=True)
+class DbRefiner:
+    """Refines localisations whose candidates come from a DB folder (what ``earthloc locate --refine``
+    does): context imagery from the DB images, one matcher, its calibration when there is one."""
 
-    if db_dir is None or not Path(db_dir).is_dir():
-        raise InputError("--refine", f"needs the DB images; the index's DB folder {db_dir} is not there")
-    provider, matcher = DbContexts(Path(db_dir)), load_matcher(matcher_name)
-    calibration = load_calibration(matcher_name)
-    return [loc if loc.error else refine_localization(loc, provider, matcher, calibration, top_k=top_k).localization
-            for loc in locs]
+    provider: ContextProvider
+    matcher: Matcher
+    calibration: Calibration | None
+
+    @classmethod
+    def open(cls, db_dir: Path | None, matcher_name: str = "xfeat-lg") -> "DbRefiner":
+        """The refiner over ``db_dir``; a missing DB folder or unknown matcher -> :class:`InputError`."""
+        if db_dir is None or not Path(db_dir).is_dir():
+            raise InputError("--refine", f"needs the DB images; the index's DB folder {db_dir} is not there")
+        return cls(DbContexts(Path(db_dir)), load_matcher(matcher_name), load_calibration(matcher_name))
+
+    def refine(self, loc: Localization, photo: np.ndarray | None = None, top_k: int | None = None) -> Localization:
+        """``loc`` refined and re-ranked; ``photo``: its decoded RGB (read from its path when None).
+        A localisation that already failed is passed through."""
+        if loc.error:
+            return loc
+        return refine_localization(loc, self.provider, self.matcher, self.calibration, photo=photo,
+                                   top_k=top_k).localization

@@ -47,6 +47,7 @@ from PIL import Image
 from earthloc import outputs, webmap
 from earthloc.errors import InputError
 from earthloc.photos import parse_utc, photo_from_file
+from earthloc.pipeline import LocateOptions, locate_one, open_locator
 from earthloc.records import Localization, Photo
 from earthloc.service.jobs import JobQueue, QueueFull
 from earthloc.service.tiles import DbTiles
@@ -86,12 +87,8 @@ class JobResult:
 def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path | None = None,
                options: ServiceOptions = ServiceOptions()) -> FastAPI:
     """The app over the index at ``index_dir``; the model defaults to the one the index was built with."""
-    from earthloc.index.store import Index
-    from earthloc.locate import Locator
-    from earthloc.models.registry import load_model
-
-    index = Index.open(index_dir)
-    locator = Locator(index, load_model(model_name or index.model_name, checkpoint=checkpoint))
+    locator = open_locator(index_dir, model_name, checkpoint)
+    index = locator.index
     if index.precision == "fp32":
         index.shadow(len(locator.query_rotations))  # the search's bf16 copy, made now rather than on the first request
     basemap = DbTiles(index.db_dir) if index.db_dir is not None and index.db_dir.is_dir() else None
@@ -263,17 +260,10 @@ def _check_id(job_id: str) -> str:
 # --- the job ---------------------------------------------------------------------------------------
 def _run(locator, photo: Photo, top_k: int, refine: bool, report, folder: Path) -> JobResult:
     """Localize one uploaded photo (in a worker thread); the job's folder is removed at the end."""
-    from earthloc.models.preprocess import load_image
-
     try:
-        report("decoding", 0, 1)
-        img = load_image(photo.path)
-        resolved = locator.resolve(photo)
-        report("encoding", 0, 1)
-        desc = locator.encode([img])[0]
-        report("searching", 0, 1)
-        loc = locator.rank(resolved, desc, top_k)
+        loc, prepared = locate_one(locator, photo, LocateOptions(top_k=top_k, refine=refine), on_event=report)
         report("drawing", 0, 1)
+        img = prepared.image  # decoded once by the pipeline; no longer needed there
         img.thumbnail((2 * webmap.PHOTO_PX, 2 * webmap.PHOTO_PX))
         return JobResult(loc, webmap.evidence(loc, photo=np.asarray(img)), _empty_reason(locator, loc))
     finally:

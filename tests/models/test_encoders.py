@@ -9,6 +9,7 @@ import pytest
 
 from earthloc.errors import InputError
 from earthloc.index.store import Index, ModelIdentity, manifest_digest
+from earthloc.models.encoders import LocalEncoder, RayEncoder
 
 pytestmark = pytest.mark.slow  # starts Ray: ~10-20 s on 2 cores
 CONTEXT, MRF = "14_6410_9928", "ISS050-E-70536"  # Turkey/Syria, z14, and the photo taken there
@@ -63,7 +64,7 @@ def test_ray_build_equals_serial_and_reuses_finished_chunks(db, model, tmp_path,
         raise AssertionError("encoded in the driver: with --ray only Ray worker processes encode")
 
     monkeypatch.setattr(earthloc.models.encode, "encode", not_here)  # worker processes import their own copy
-    ray_ix = Index.build(db, model, tmp_path / "ray", chunk=8, progress=False, ray="local")
+    ray_ix = Index.build(db, RayEncoder(model, "local", batch_size=32), tmp_path / "ray", chunk=8, progress=False)
     assert ray_ix.manifest["tile"].tolist() == serial.manifest["tile"].tolist()
     a, b = serial._vectors(0, len(serial)), ray_ix._vectors(0, len(ray_ix))
     # rows of the planted chunk (manifest rows 8-15 before geo ordering) carry the planted vector
@@ -85,15 +86,16 @@ def test_ray_build_bad_image_is_one_clear_error(db, model, tmp_path):
     victim = bad_db / load(bad_db)["path"].iloc[3]
     victim.write_bytes(victim.read_bytes()[:500])  # truncated JPEG
     with pytest.raises(InputError, match=victim.name):
-        Index.build(bad_db, model, tmp_path / "ix", chunk=8, progress=False, ray="local")
+        Index.build(bad_db, RayEncoder(model, "local"), tmp_path / "ix", chunk=8, progress=False)
 
 
 def test_locate_on_ray_equals_serial_with_errors_in_place(db, model, shared_data, tmp_path, monkeypatch):
     from dataclasses import replace
 
     import earthloc.models.encode
-    from earthloc.locate import Locator, run_batch
+    from earthloc.locate import Locator
     from earthloc.photos import load_photos
+    from earthloc.pipeline import LocateOptions, localize
 
     root = shared_data / "iss_mini"
     photo = {p.mrf: p for p in load_photos(root / "queries.csv", root / "queries")}[MRF]
@@ -106,9 +108,9 @@ def test_locate_on_ray_equals_serial_with_errors_in_place(db, model, shared_data
     photos = [photo, replace(photo, mrf="no-nadir", path=copies["no-nadir"], nadir=None, time=None),
               replace(photo, mrf="broken", path=broken), replace(photo, mrf="again", path=copies["again"])]
     index = Index.build(db, model, tmp_path / "ix", progress=False)
-    serial = run_batch(Locator(index, model, batch_size=2), photos, progress=False)
+    serial = localize(Locator(index, LocalEncoder(model, batch_size=2)), photos)
     monkeypatch.setattr(earthloc.models.encode, "encode", lambda *a, **k: pytest.fail("encoded in the driver"))
-    on_ray = run_batch(Locator(index, model, batch_size=2, ray="local"), photos, tmp_path / "p.jsonl", progress=False)
+    on_ray = localize(Locator(index, RayEncoder(model, "local", batch_size=2)), photos, LocateOptions(), tmp_path / "p.jsonl")
     assert [bool(r.error) for r in on_ray] == [False, True, True, False]
     assert [r.error for r in on_ray] == [r.error for r in serial]
     assert "broken.jpg" in on_ray[2].error

@@ -44,6 +44,7 @@ def test_job_gives_the_python_apis_candidates_and_downloads(served):
     from earthloc.index.store import Index
     from earthloc.locate import Locator
     from earthloc.models.registry import load_model
+    from earthloc.pipeline import LocateOptions, localize
 
     url, small = served
     photo = small.photo
@@ -53,7 +54,7 @@ def test_job_gives_the_python_apis_candidates_and_downloads(served):
     job = wait_job(url, r.json()["id"])
     assert job["state"] == "done", job
     res = job["result"]
-    expected = Locator(Index.open(small.path), load_model("lite0-gem")).locate(photo, top_k=5)
+    expected = localize(Locator(Index.open(small.path), load_model("lite0-gem")), [photo], LocateOptions(top_k=5))[0]
     assert [c["tile"] for c in res["candidates"]] == [c.tile.name for c in expected.candidates]
     assert [c["score"] for c in res["candidates"]] == pytest.approx([c.score for c in expected.candidates], abs=1e-3)
     # the map's evidence: each candidate's own DB image (a JPEG thumbnail of the file) on its footprint

@@ -1,0 +1,261 @@
+"""The application layer: what ``earthloc locate``, the web app, the demo, the evaluation and the
+benchmarks run. The composition of stages is plain code, one function per stage::
+
+    photos = gather_photos([Path("photos/")], metadata=Path("queries.csv"))
+    locator = open_locator(Path("out/index"))
+    results = localize(locator, photos, LocateOptions(top_k=10, refine=True), progress_file=Path("run.jsonl"))
+
+Per photo: :func:`prepare` (resolve the ISS nadir/altitude, decode the image ONCE with the guarded
+loader :func:`earthloc.models.preprocess.load_image`) -> :func:`encode` (a batch of photos, through
+the locator's :class:`earthloc.models.encoders.Encoder`, here or on Ray) -> :func:`search` (rank the
+DB images of the visible disk) -> :func:`refine` (optional: match against the candidates' imagery,
+re-rank; it reuses the decoded photo). A new stage between search and refinement is one more
+function called in :func:`_finish`.
+
+A photo that fails (unreadable image, no nadir/time) becomes a :class:`Localization` with ``error``
+set and the others go on. With a progress file (JSON lines, append-only) every FINAL record (refined
+when refinement is on) is appended as soon as it exists, and a rerun skips the photos done there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from earthloc import outputs
+from earthloc.errors import InputError
+from earthloc.index.store import Index
+from earthloc.locate import Locator
+from earthloc.models.encoders import Encoder, LocalEncoder
+from earthloc.models.preprocess import load_image
+from earthloc.models.registry import load_model
+from earthloc.photos import load_photos, photo_from_file
+from earthloc.records import Localization, Photo
+from earthloc.refine.rerank import DbRefiner, photo_rgb
+
+# Per-photo failures a batch records and goes past (anything else stops the run).
+PER_PHOTO_ERRORS = (InputError, OSError, ValueError)
+
+OnEvent = Callable[[str, int, int], None]
+"""``on_event(stage, done, total)``: ``stage`` is one of :data:`STAGES`; ``done`` photos of ``total``
+have passed it (``encoding`` counts photos whose batch is encoded)."""
+
+STAGES = ("decoding", "encoding", "searching", "refining", "done")
+
+
+@dataclass(frozen=True)
+class LocateOptions:
+    """What a localization run does per photo. ``top_k``: candidates kept; ``refine``: refine the
+    candidates into footprints and re-rank (needs the index's DB images); ``matcher``: the matcher
+    for refinement; ``refine_top_k``: refine only the first that many candidates (None: all)."""
+
+    top_k: int = 10
+    refine: bool = False
+    matcher: str = "xfeat-lg"
+    refine_top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise InputError("top_k", f"must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A resolved photo (nadir and altitude filled in) and its image, decoded once (RGB)."""
+
+    photo: Photo
+    image: Image.Image
+
+    def rgb(self) -> np.ndarray:
+        """The photo as ``(H, W, 3)`` uint8 RGB (a view of the decoded image, no second read)."""
+        return np.asarray(self.image)
+
+
+# --- opening and gathering ----------------------------------------------------------------------
+def open_locator(index_dir: Path, model: str | None = None, checkpoint: Path | None = None,
+                 encoder: Callable[[torch.nn.Module], Encoder] | None = None, **locator_options) -> Locator:
+    """A :class:`Locator` over the index folder ``index_dir``.
+
+    ``model``: model name (default: the index's); ``checkpoint``: its weights file. ``encoder``: how
+    photos are encoded, a factory taking the model, e.g. ``functools.partial(RayEncoder, address="local")``
+    (default: :class:`LocalEncoder` on the CPU). ``locator_options``: :class:`Locator`'s keywords
+    (``max_off_nadir_deg``, ``require_area``, ``merge_years``).
+    """
+    index = Index.open(index_dir)
+    net = load_model(model or index.model_name, checkpoint)
+    return Locator(index, (encoder or LocalEncoder)(net), **locator_options)
+
+
+def gather_photos(sources: Sequence[Path], metadata: Path | None = None, images: Path | None = None,
+                  nadir: tuple[float, float] | None = None, time: datetime | None = None,
+                  altitude_km: float | None = None) -> list[Photo]:
+    """Photos from image files, folders (scanned recursively) and CSVs.
+
+    ``metadata`` (a CSV) fills in nadir/time/altitude/ground truth by MRF (= file stem) for photos
+    that lack them (with no ``sources``: its photos, images from ``images``). ``nadir`` (lat, lon
+    degrees), ``time`` (exact UTC exposure time) and ``altitude_km`` are then set on every photo.
+    """
+    photos: list[Photo] = []
+    for src in map(Path, sources):
+        if src.is_dir():
+            photos += load_photos(src)
+        elif src.suffix.lower() == ".csv":
+            photos += load_photos(src, images)
+        elif src.is_file():
+            photos.append(photo_from_file(src))
+        else:
+            raise InputError(src, "no such photo, folder or CSV")
+    if metadata is not None:
+        meta = {p.mrf: p for p in load_photos(metadata, images)}
+        photos = list(meta.values()) if not sources else [_fill(p, meta.get(p.mrf)) for p in photos]
+    if not photos:
+        raise InputError("sources", "no photos given (pass image files, folders or a CSV, or a metadata CSV)")
+    fixed: dict = {}
+    if nadir is not None:
+        fixed["nadir"] = nadir
+    if time is not None:
+        fixed["time"] = time
+    if altitude_km is not None:
+        fixed["altitude_km"] = altitude_km
+    if fixed:
+        photos = [replace(p, **fixed, extra={**p.extra, "time_precision": "exact"} if time else p.extra)
+                  for p in photos]
+    return photos
+
+
+def _fill(photo: Photo, known: Photo | None) -> Photo:
+    """``photo`` with the fields it lacks taken from ``known`` (the metadata CSV's row)."""
+    if known is None:
+        return photo
+    fields = {f: getattr(known, f) for f in ("time", "nadir", "altitude_km", "centre", "footprint")
+              if getattr(photo, f) is None and getattr(known, f) is not None}
+    return replace(photo, extra={**known.extra, **photo.extra}, **fields)
+
+
+# --- the stages ----------------------------------------------------------------------------------
+def prepare(locator: Locator, photo: Photo) -> Prepared:
+    """Resolve the photo's visible area and decode its image; bad photo -> :class:`InputError`."""
+    if photo.path is None:
+        raise InputError(photo.mrf, "no image file for this photo")
+    resolved = locator.resolve(photo)
+    return Prepared(resolved, load_image(resolved.path))
+
+
+def encode(locator: Locator, batches: Iterable[Sequence[Prepared]]) -> Iterator[np.ndarray]:
+    """Per batch of prepared photos, in order: descriptors (B, R, D) at the locator's query rotations."""
+    return locator.encoder.encode_batches(([p.image for p in b] for b in batches), locator.query_rotations)
+
+
+def search(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions) -> Localization:
+    """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk."""
+    return locator.rank(prepared.photo, descriptors, options.top_k)
+
+
+def refine(refiner: DbRefiner, loc: Localization, prepared: Prepared, options: LocateOptions) -> Localization:
+    """``loc`` refined and re-ranked against its candidates' imagery, with the photo decoded earlier."""
+    try:
+        rgb = photo_rgb(prepared.image, prepared.photo.path)
+    except InputError as err:
+        return replace(loc, error=str(err))
+    return refiner.refine(loc, rgb, options.refine_top_k)
+
+
+# --- composition ---------------------------------------------------------------------------------
+def localize_stream(locator: Locator, photos: Sequence[Photo], options: LocateOptions = LocateOptions(),
+                    on_event: OnEvent | None = None) -> Iterator[Localization]:
+    """One final :class:`Localization` per photo, in input order, as each is ready (no progress file).
+
+    Photos are decoded as the encoder asks for batches (``encoder.batch_size`` photos each), so a Ray
+    encoder keeps its workers busy while earlier photos are searched and refined here.
+    """
+    refiner = DbRefiner.open(locator.index.db_dir, options.matcher) if options.refine else None
+    total, tell = len(photos), on_event or (lambda stage, done, n: None)
+    queue: deque[list[Prepared | Localization]] = deque()  # batches handed to the encoder, not yet finished
+    counts = dict.fromkeys(STAGES, 0)
+
+    def step(stage: str) -> None:
+        counts[stage] += 1
+        tell(stage, counts[stage], total)
+
+    def batches() -> Iterator[list[Prepared]]:
+        batch: list[Prepared | Localization] = []
+        for photo in photos:
+            try:
+                batch.append(prepare(locator, photo))
+            except PER_PHOTO_ERRORS as err:
+                batch.append(Localization(photo=photo, candidates=(), error=str(err)))
+            step("decoding")
+            if sum(isinstance(b, Prepared) for b in batch) >= locator.encoder.batch_size:
+                queue.append(batch)
+                yield [b for b in batch if isinstance(b, Prepared)]
+                batch = []
+        if batch:
+            queue.append(batch)
+            yield [b for b in batch if isinstance(b, Prepared)]
+
+    for desc in encode(locator, batches()):
+        batch = queue.popleft()
+        good = [b for b in batch if isinstance(b, Prepared)]
+        for _ in good:
+            step("encoding")
+        vectors = iter(desc)  # one (R, D) per prepared photo, in batch order
+        for item in batch:
+            loc = item if isinstance(item, Localization) else _finish(locator, item, next(vectors), options,
+                                                                    refiner, step)
+            step("done")
+            yield loc
+
+
+def _finish(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions,
+            refiner: DbRefiner | None, step: Callable[[str], None]) -> Localization:
+    """The stages after encoding, for one photo: search, then (optional) refinement."""
+    loc = search(locator, prepared, descriptors, options)
+    step("searching")
+    # (verification of the candidates goes here, between search and refinement)
+    if refiner is not None:
+        loc = refine(refiner, loc, prepared, options)
+        step("refining")
+    return loc
+
+
+def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions = LocateOptions(),
+             progress_file: Path | None = None, on_event: OnEvent | None = None,
+             progress: bool = False) -> list[Localization]:
+    """Localize ``photos``, resumably; one final :class:`Localization` per photo, in input order.
+
+    With ``progress_file``, photos whose final record is there already are not redone (failed ones
+    are retried) and each new record is appended as soon as it exists. ``progress``: a progress bar.
+    """
+    done = read_progress(progress_file, options)
+    todo = [p for p in photos if progress_key(p) not in done]
+    results = dict(done)
+    with tqdm(total=len(todo), desc="locating", unit="photo", disable=not progress or not todo) as bar:
+        for photo, loc in zip(todo, localize_stream(locator, todo, options, on_event)):
+            results[progress_key(photo)] = loc
+            if progress_file is not None:
+                outputs.append_jsonl(Path(progress_file), loc)
+            bar.update(1)
+    return [results[progress_key(p)] for p in photos]
+
+
+# --- the progress file (the one place that reads and keys it) ------------------------------------
+def progress_key(photo: Photo) -> str:
+    """Identifies a photo in a progress file: its path if known, else its MRF."""
+    return outputs.photo_key(photo)
+
+
+def read_progress(progress_file: Path | None, options: LocateOptions) -> dict[str, Localization]:
+    """The reusable records of a progress file by :func:`progress_key` (later lines win): not failed,
+    and refined when ``options`` ask for refinement."""
+    if progress_file is None or not Path(progress_file).exists():
+        return {}
+    rows = {progress_key(loc.photo): loc for loc in outputs.read_jsonl(Path(progress_file))}
+    return {k: loc for k, loc in rows.items() if not loc.error and (not options.refine or loc.inliers is not None)}
