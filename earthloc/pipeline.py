@@ -226,6 +226,24 @@ def _finish(locator: Locator, prepared: Prepared, descriptors: np.ndarray, optio
     return loc
 
 
+def locate_one(locator: Locator, photo: Photo, options: LocateOptions = LocateOptions(),
+               on_event: OnEvent | None = None) -> tuple[Localization, Prepared]:
+    """One photo through every stage (what the web app runs per job); a bad photo raises
+    :class:`InputError` instead of becoming an error record. Returns the final localization and the
+    prepared photo (its decoded image, e.g. to draw it)."""
+    refiner = DbRefiner.open(locator.index.db_dir, options.matcher) if options.refine else None
+    tell = on_event or (lambda stage, done, n: None)
+    prepared = prepare(locator, photo)
+    if refiner is not None:
+        photo_rgb(prepared.image, photo.path)  # too small to match: an error now, not after the search
+    tell("decoding", 1, 1)
+    desc = next(encode(locator, [[prepared]]))[0]
+    tell("encoding", 1, 1)
+    loc = _finish(locator, prepared, desc, options, refiner, lambda stage: tell(stage, 1, 1))
+    tell("done", 1, 1)
+    return loc, prepared
+
+
 def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions = LocateOptions(),
              progress_file: Path | None = None, on_event: OnEvent | None = None,
              progress: bool = False) -> list[Localization]:
