@@ -38,7 +38,8 @@ def _read_places(path: Path) -> list:
 @db_app.command("build")
 def build(
     source: str = typer.Option(..., "--source", help="eox | wmts:URL | raster:YEAR=PATH,... | iss-mini[:DIR] | "
-                                                     "official:DIR (URL takes {z} {x} {y} {year})."),
+                                                     "official:DIR | stac:URL (wmts URL takes {z} {x} {y} "
+                                                     "{year}; stac: cloudless Sentinel-2 medians)."),
     out: Path = typer.Option(..., "--out", help="DB folder to write (resumes if it exists)."),
     region: str = typer.Option(None, "--region", help="world | bbox:W,S,E,N | circle:LAT,LON,KM | alps|texas|"
                                                       "toshka|amazon|napa|gobi[:KM]. Default for local sources: "
@@ -60,6 +61,14 @@ def build(
                                                   "tiles; smaller saves disk and decoding, same footprint)."),
     limit: int = typer.Option(0, "--limit", help="Build only the first N places (0 = all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print how many places and images."),
+    collection: str = typer.Option("sentinel-2-l2a", "--collection", help="stac: the collection to composite."),
+    season: str = typer.Option(None, "--season", help="stac: months FIRST-LAST within each year, e.g. 6-9 "
+                                                      "(11-2 runs into the next year) [default: whole year]."),
+    snow: bool = typer.Option(False, "--mask-snow/--keep-snow", help="stac: also mask snow/ice (SCL 11)."),
+    min_clear: int = typer.Option(1, "--min-clear", help="stac: places with fewer clear observations (at 99% "
+                                                         "of their pixels) are listed at the end."),
+    skip_sparse: bool = typer.Option(False, "--skip-sparse", help="stac: leave those places out of the DB."),
+    max_items: int = typer.Option(16, "--max-items", help="stac: least cloudy scenes read per place and year."),
 ) -> None:
     """Build DB images (1024-px JPEG mosaics of 4x4 tiles, official names and folders) and manifest.parquet."""
     from earthloc.db.build import build_db
@@ -69,7 +78,8 @@ def build(
 
     year_list = _ints(years, "--years")
     src = open_source(source, years=year_list, cache_dir=tile_cache, concurrency=concurrency,
-                      rate_per_host=rate or None)
+                      rate_per_host=rate or None, stac=_stac_options(collection, season, snow, min_clear,
+                                                                      skip_sparse, max_items))
     if year_list and (bad := [y for y in year_list if y not in src.years]):
         raise InputError(f"years {bad}", f"not served by --source {source} (it has {list(src.years)})")
     year_list = year_list or list(src.years)
@@ -100,8 +110,40 @@ def build(
         s = src.stats
         extra = (f"; {s['requests']} HTTP requests ({s['retries']} retries), {s['downloads']} tiles downloaded, "
                  f"{s['cache_hits']} from cache")
+    if hasattr(src, "write_report"):
+        _stac_summary(src, out, rep)
     typer.echo(f"wrote {rep.written}, kept {rep.skipped} already built, {rep.images} images in {rep.seconds:.1f} s "
                f"({rep.images_per_s:.1f} img/s){extra} -> {rep.manifest}")
+
+
+def _stac_options(collection: str, season: str | None, snow: bool, min_clear: int, skip_sparse: bool,
+                  max_items: int) -> dict:
+    from earthloc.errors import InputError
+
+    months = None
+    if season:
+        first, dash, last = season.partition("-")
+        if not (dash and first.strip().isdigit() and last.strip().isdigit()):
+            raise InputError("--season", f"expected FIRST-LAST months like 6-9, got {season!r}")
+        months = (int(first), int(last))
+    return {"collection": collection, "season": months, "mask_snow": snow, "min_clear": min_clear,
+            "skip_sparse": skip_sparse, "max_items": max_items}
+
+
+def _stac_summary(src, out: Path, rep) -> None:
+    """Coverage and budget of a STAC build: sparse places listed, per-place requests/bytes, CSV report."""
+    s = src.totals
+    path = src.write_report(out / "stac_report.csv")
+    for r in s["sparse"]:
+        what = "left out" if r.skipped else f"written, {r.empty_share:.0%} of pixels black (no clear observation)"
+        typer.echo(f"sparse: {r.place} {r.year}: {r.clear_obs} clear observations < --min-clear {src.min_clear} "
+                   f"({r.items} scenes); {what}")
+    if s["places"]:
+        typer.echo(f"stac: {s['places']} composites, {s['requests']} requests ({s['retries']} retries), "
+                   f"{s['bytes'] / 1e6:.1f} MB; per place {s['requests'] / s['places']:.0f} requests, "
+                   f"{s['bytes'] / s['places'] / 1e6:.2f} MB; {len(s['sparse'])} sparse -> {path}")
+    if rep.left_out:
+        typer.echo(f"left out {len(rep.left_out)} images (see above)")
 
 
 @db_app.command("verify")

@@ -31,7 +31,7 @@ from earthloc.atomic import write_bytes
 from earthloc.db import manifest
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.base import TileSource, compose
+from earthloc.sources.base import ImageSkipped, TileSource, compose
 
 JPEG_QUALITY = 90
 
@@ -46,6 +46,7 @@ class BuildReport:
     skipped: int
     seconds: float
     manifest: Path
+    left_out: tuple[str, ...] = ()  # "place year: reason" of images the source declined (ImageSkipped)
 
     @property
     def images_per_s(self) -> float:
@@ -78,12 +79,16 @@ def _decodes(path: Path) -> bool:
         return False
 
 
-def _make_one(source: TileSource, block: TileBlock, year: int, out_dir: Path, quality: int, size: int) -> dict:
-    """Compose, (resize,) encode and atomically write one DB image; return its manifest row."""
+def _make_one(source: TileSource, block: TileBlock, year: int, out_dir: Path, quality: int, size: int) -> dict | str:
+    """Compose, (resize,) encode and atomically write one DB image; return its manifest row, or the
+    reason (a str) when the source declines the image (:class:`ImageSkipped`)."""
     from earthloc.geo.names import DbImageName
 
     name = DbImageName.for_tile(block, year)
-    img = compose(source, block, year)
+    try:
+        img = compose(source, block, year)
+    except ImageSkipped as skip:
+        return str(skip)
     if img.width != size:  # same footprint, fewer pixels (the models see 320 px anyway)
         img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     data = encode_jpeg(img, quality)
@@ -127,6 +132,7 @@ def build_db(
     if (out_dir / manifest.MANIFEST).is_file() or (out_dir / manifest.JOURNAL).is_file():
         known = {r["path"]: r for r in manifest.load(out_dir).to_dict("records")}
     rows = dict(known)
+    left_out: list[str] = []
     journal = manifest.Journal(out_dir)
     todo = []
     checked_size = False
@@ -162,9 +168,12 @@ def build_db(
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
                         row = fut.result()  # re-raises the first error; finished rows are journaled
+                        bar.update(1)
+                        if isinstance(row, str):  # declined by the source: no image, listed in the report
+                            left_out.append(row)
+                            continue
                         rows[row["path"]] = row
                         journal.append(row)
-                        bar.update(1)
             except BaseException:
                 for fut in pending:  # don't start queued images; running ones finish (atomic writes)
                     fut.cancel()
@@ -175,4 +184,5 @@ def build_db(
 
     path = manifest.write(out_dir, manifest.frame(list(rows.values())))
     (out_dir / manifest.JOURNAL).unlink(missing_ok=True)
-    return BuildReport(out_dir, len(plan), len(todo), len(plan) - len(todo), time.perf_counter() - t0, path)
+    return BuildReport(out_dir, len(plan), len(todo) - len(left_out), len(plan) - len(todo),
+                       time.perf_counter() - t0, path, tuple(sorted(left_out)))

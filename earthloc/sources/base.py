@@ -19,6 +19,20 @@ from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX, TileBlock
 
 
+class ImageSkipped(Exception):
+    """Raised by a source for one (place, year) it declines to fill (e.g. too few clear observations).
+
+    :func:`earthloc.db.build.build_db` goes on without that image and lists it in its report.
+    """
+
+    def __init__(self, where: str, reason: str):
+        self.where, self.reason = where, reason
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self):  # pickles whole (worker processes, Ray tasks) despite the two-argument __init__
+        return type(self), (self.where, self.reason)
+
+
 @runtime_checkable
 class TileSource(Protocol):
     """Anything that serves 256x256 RGB Web-Mercator tiles per year."""

@@ -6,6 +6,7 @@
 ``raster:YEAR=PATH[,YEAR=PATH...]``    one GeoTIFF/COG per year, warped to EPSG:3857
 ``iss-mini[:DIR]``                     the iss_mini Sentinel-2 contexts (default: shared data)
 ``official:DIR`` or an existing DIR    an official-layout DB folder, read-only
+``stac:URL``                           cloudless Sentinel-2 medians from a STAC API; needs --years
 =====================================  ========================================================
 """
 
@@ -17,9 +18,16 @@ from earthloc.errors import InputError
 
 
 def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | None = None,
-                concurrency: int = 8, rate_per_host: float | None = 16.0, retries: int = 8):
-    """Build the TileSource described by ``spec`` (see the module table); network options apply to WMTS."""
+                concurrency: int = 8, rate_per_host: float | None = 16.0, retries: int = 8,
+                stac: dict | None = None):
+    """Build the TileSource described by ``spec`` (see the module table); network options apply to WMTS
+    (and ``retries``/``concurrency`` to STAC); ``stac``: more keyword arguments of
+    :class:`earthloc.sources.stac.StacSource` (collection, season, mask_snow, min_clear, ...)."""
     kind, sep, arg = spec.partition(":")
+    if kind == "stac" and arg:
+        from earthloc.sources.stac import StacSource
+
+        return StacSource(arg, years, retries=retries, workers=concurrency, **(stac or {}))
     if spec.startswith(("http://", "https://")):
         kind, arg = "wmts", spec
     if kind == "eox" and not sep:
@@ -52,4 +60,4 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
         from earthloc.sources.official import OfficialSource
 
         return OfficialSource(Path(arg if kind == "official" else spec))
-    raise InputError(f"--source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR")
+    raise InputError(f"--source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")

@@ -1,0 +1,325 @@
+"""StacSource against a loopback STAC API + range-request COG server made from real imagery.
+
+Scenes: the top-left 8x8 z12 tiles (1024 px, 128 px per tile) of the real iss_mini context 12_1164_2526,
+turned into reflectance DN with the inverse of :func:`earthloc.sources.stac.true_colour` and written as
+Web-Mercator B04/B03/B02 COGs (+ a 2x coarser SCL, as Sentinel-2's 20 m SCL) on their exact tile
+geometry. Three 2022 dates, clouds / shadow / no data painted into them and marked in SCL so that in
+each painted area a *majority* of dates is bad (an unmasked median shows them); one clear date
+everywhere. Dates straddle the 2022 processing-baseline change (offset 0 then -0.1), as real data do.
+2023 has only fully clouded dates (the "no clear observation" place). Plus the real Landsat Pucallpa
+scene (EPSG:4326) for reprojection from another CRS.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import cv2
+import mercantile
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_origin
+
+from earthloc.db.build import build_db
+from earthloc.errors import InputError
+from earthloc.geo.tiles import TileBlock
+from earthloc.sources.stac import GAIN, GAMMA, StacSource, place_geobox, true_colour
+from stacserver import FileFaults, Scene, StacServer, cog_bytes, scene_from_array
+
+Z, ROW0, COL0, TILES = 12, 1160, 2522, 8  # the crop: z12 rows 1160..1167, cols 2522..2529
+PX = 128  # pixels per tile in the crop
+PLACE12 = TileBlock(12, 1164, 2526)  # the candidate block: bottom-right quarter of the crop (2x upsampled)
+PLACE11 = TileBlock(11, 580, 1261)  # the whole crop at its own resolution (1:1)
+MAE_EXACT = 1.0  # 1:1 grid: DN rounding only (measured 0.0-0.2)
+MAE_UPSAMPLED = 3.0  # 2x bilinear then 2x area average back (measured ~1.5)
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def to_dn(rgb: np.ndarray, offset: float) -> np.ndarray:
+    """Inverse of true_colour: uint8 RGB -> uint16 L2A DN (reflectance = DN * 1e-4 + offset); 0 stays no data."""
+    refl = (rgb.astype(np.float64) / 255.0) ** GAMMA / GAIN
+    return np.clip(np.round((refl - offset) * 1e4), 1, 65535).astype(np.uint16)
+
+
+def ellipse(shape, cy, cx, ry, rx) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+@pytest.fixture(scope="session")
+def crop(context) -> np.ndarray:
+    """The clean real pixels (1024, 1024, 3) uint8 of the crop."""
+    _row, img = context
+    return img[: TILES * PX, : TILES * PX].copy()
+
+
+@pytest.fixture(scope="session")
+def masks() -> dict:
+    """Painted areas on the 512-px SCL grid, all inside PLACE12 (SCL rows/cols 256..511)."""
+    s = (TILES * PX // 2,) * 2
+    strip = np.zeros(s, bool)
+    strip[:, 256:272] = True
+    return {"A": ellipse(s, 380, 390, 50, 80),  # cloud in d2 and d3
+            "C": ellipse(s, 300, 470, 25, 25),  # cirrus in d1 only
+            "S": ellipse(s, 470, 300, 25, 40),  # cloud shadow in d2 and d3
+            "N": strip}  # no data (swath edge) in d2 and d3
+
+
+def _scene(sid, when, rgb, scl, offset, cloud):
+    m_per_tile = 2 * math.pi * 6378137 / 2**Z
+    left, top = mercantile.xy_bounds(COL0, ROW0, Z).left, mercantile.xy_bounds(COL0, ROW0, Z).top
+    t = from_origin(left, top, m_per_tile / PX, m_per_tile / PX)
+    t_scl = from_origin(left, top, 2 * m_per_tile / PX, 2 * m_per_tile / PX)
+    gsd = m_per_tile / PX * math.cos(math.radians(61.0))
+    return scene_from_array(sid, when, cloud, "EPSG:3857", t, to_dn(rgb, offset), scl, t_scl, gsd, offset)
+
+
+def _paint(rgb, scl, mask, cls, how):
+    up = np.kron(mask, np.ones((2, 2), bool))  # SCL pixel -> 2x2 colour pixels
+    scl[mask] = cls
+    if how == "cloud":
+        rgb[up] = 250
+    elif how == "cirrus":
+        rgb[up] = (rgb[up] * 0.5 + 120).astype(np.uint8)
+    elif how == "shadow":
+        rgb[up] = (rgb[up] * 0.3).astype(np.uint8)
+    elif how == "nodata":
+        rgb[up] = 0
+
+
+@pytest.fixture(scope="session")
+def scenes(crop, masks, shared_data):
+    out = []
+    s = masks["A"].shape
+    d1, scl1 = crop.copy(), np.full(s, 4, np.uint8)
+    _paint(d1, scl1, masks["C"], 10, "cirrus")
+    out.append(_scene("S2A_20220110", utc(2022, 1, 10, 10), d1, scl1, 0.0, 12.0))
+    for i, (when, cls) in enumerate(((utc(2022, 3, 1, 10), 9), (utc(2022, 5, 1, 10), 8))):
+        rgb, scl = crop.copy(), np.full(s, 5, np.uint8)
+        _paint(rgb, scl, masks["A"], cls, "cloud")
+        _paint(rgb, scl, masks["S"], 3, "shadow")
+        _paint(rgb, scl, masks["N"], 0, "nodata")
+        out.append(_scene(f"S2B_2022{3 + 2 * i:02d}01", when, rgb, scl, -0.1, 40.0 + i))
+    for i in range(2):  # 2023: clouds everywhere
+        rgb, scl = np.full_like(crop, 250), np.full(s, 9, np.uint8)
+        out.append(_scene(f"S2A_2023070{i + 1}", utc(2023, 7, 1 + i, 10), rgb, scl, -0.1, 75.0))
+    out.append(_landsat(shared_data))
+    return out
+
+
+def _landsat(shared_data):
+    """The real Landsat Pucallpa 2020 scene (EPSG:4326, bands SWIR1, NIR, Red, Green) as a 2022 item:
+    red <- Red, green <- Green, blue <- NIR (false colour: there is no blue band)."""
+    with rasterio.open(shared_data / "multiyear" / "landsat_pucallpa" / "2020.tif") as ds:
+        bands, t = ds.read(), ds.transform
+    rgb = np.stack([bands[2], bands[3], bands[1]], axis=-1)
+    rgb[(bands == 0).all(axis=0)] = 0
+    dn = to_dn(rgb, 0.0)
+    dn[(rgb == 0).all(axis=-1)] = 0
+    scl = np.full((rgb.shape[0], rgb.shape[1]), 4, np.uint8)
+    files = {k: (f"LS_2020_{k}.tif", cog_bytes(np.ascontiguousarray(dn[..., i]), "EPSG:4326", t), t, dn.shape[:2], 90.0)
+             for i, k in enumerate(("red", "green", "blue"))}
+    files["scl"] = ("LS_2020_scl.tif", cog_bytes(scl, "EPSG:4326", t), t, scl.shape, 90.0)
+    h, w = scl.shape
+    west, north = t @ (0, 0)
+    east, south = t @ (w, h)
+    return Scene("LS_2020", utc(2022, 8, 1, 15), 5.0, "EPSG:4326", (west, south, east, north), files, 0.0)
+
+
+@pytest.fixture(scope="module")
+def server(scenes):
+    with StacServer(scenes) as srv:
+        yield srv
+
+
+def _source(server, **kw) -> StacSource:
+    kw.setdefault("years", [2022])
+    kw.setdefault("backoff_s", 0.01)
+    return StacSource(server.url, **kw)
+
+
+def _down2(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+
+
+def _mae(a, b, where=None) -> float:
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return float(d[where].mean() if where is not None else d.mean())
+
+
+def test_true_colour_curve():
+    refl = np.array([0.0, 0.1, 0.4, 0.8, np.nan])
+    assert true_colour(refl).tolist() == [0, round(255 * 0.25 ** (1 / GAMMA)), 255, 255, 0]
+
+
+def test_geobox_is_the_tile_geometry():
+    gb = place_geobox(PLACE12)
+    nw, se = mercantile.xy_bounds(2526, 1164, 12), mercantile.xy_bounds(2529, 1167, 12)
+    assert gb.shape == (1024, 1024)
+    assert gb.transform.c == pytest.approx(nw.left, abs=1e-6) and gb.transform.f == pytest.approx(nw.top, abs=1e-6)
+    assert gb.transform.a * 1024 == pytest.approx(se.right - nw.left, abs=1e-6)
+
+
+def test_search_finds_the_items_of_the_place_and_year(server):
+    src = _source(server, years=[2022, 2023])
+    try:
+        ids = [it.id for it in src.search(PLACE12, 2022)]
+        assert ids == ["S2A_20220110", "S2B_20220301", "S2B_20220501"]  # least cloudy first; not the Landsat item
+        assert len(src.search(PLACE12, 2023)) == 2
+        assert [it.id for it in src.search(TileBlock(13, 4287, 2400), 2022)] == ["LS_2020"]  # Pucallpa
+        src2 = _source(server, max_items=1, season=(2, 4))
+        assert [it.id for it in src2.search(PLACE12, 2022)] == ["S2B_20220301"]
+    finally:
+        src.close()
+
+
+def test_composite_at_source_resolution_removes_clouds_and_places_pixels_exactly(server, crop, masks):
+    src = _source(server)
+    try:
+        comp = src.composite(PLACE11, 2022)
+    finally:
+        src.close()
+    assert comp.rgb.shape == (1024, 1024, 3)
+    assert _mae(comp.rgb, crop) < MAE_EXACT
+    bad = np.kron(masks["A"] | masks["S"] | masks["N"] | masks["C"], np.ones((2, 2), bool))
+    assert _mae(comp.rgb, crop, bad) < MAE_EXACT
+    # exact placement: no sub-pixel shift between the composite and the clean context
+    (dx, dy), _ = cv2.phaseCorrelate(comp.rgb[..., 1].astype(np.float64), crop[..., 1].astype(np.float64))
+    assert abs(dx) < 0.05 and abs(dy) < 0.05
+    # clear counts: 3 dates, 1 where two dates were painted bad, 2 where d1 had cirrus
+    up = lambda m: np.kron(m, np.ones((2, 2), bool))  # noqa: E731
+    assert set(np.unique(comp.clear[up(masks["A"])])) == {1}
+    assert set(np.unique(comp.clear[up(masks["C"])])) == {2}
+    assert comp.report.items == 3 and comp.report.clear_obs == 1 and comp.report.empty_share == 0
+
+
+def test_composite_upsampled_place_matches_the_clean_context(server, crop, masks):
+    src = _source(server)
+    try:
+        comp = src.composite(PLACE12, 2022)
+        unmasked = _source(server, mask_classes=()).composite(PLACE12, 2022)
+    finally:
+        src.close()
+    clean = crop[512:, 512:]  # PLACE12 = z12 rows 1164.., cols 2526.. = crop pixels 512.. at 128 px/tile
+    a = np.kron(masks["A"][256:, 256:], np.ones((2, 2), bool))
+    assert _mae(_down2(comp.rgb), clean) < MAE_UPSAMPLED
+    assert _mae(_down2(comp.rgb), clean, a) < MAE_UPSAMPLED
+    assert _mae(_down2(unmasked.rgb), clean, a) > 40  # the test can fail: without SCL the cloud wins the median
+    (dx, dy), _ = cv2.phaseCorrelate(_down2(comp.rgb)[..., 1].astype(np.float64), clean[..., 1].astype(np.float64))
+    assert abs(dx) < 0.1 and abs(dy) < 0.1
+
+
+def test_reads_only_the_windows_needed(server):
+    """A z14 place inside the crop needs a few COG blocks of each date, not whole files."""
+    server.reset_counts()
+    src = _source(server)
+    try:
+        src.composite(TileBlock(14, 4660, 10108), 2022)
+        rep = src.reports[-1]
+    finally:
+        src.close()
+    whole = sum(len(server.files[p.split("/")[-1]]) for p in server.requests)
+    assert 0 < sum(server.body_bytes.values()) < 0.5 * whole
+    assert rep.bytes >= sum(server.body_bytes.values())  # the place's budget counts all it read (+ search)
+
+
+def test_landsat_reprojected_from_epsg4326_lands_on_the_right_pixels(server, shared_data):
+    place = TileBlock(13, 4287, 2400)
+    src = _source(server)
+    try:
+        comp = src.composite(place, 2022)
+    finally:
+        src.close()
+    # independent check: sample the Landsat red band at the lon/lat of pixel centres (Mercator maths)
+    with rasterio.open(shared_data / "multiyear" / "landsat_pucallpa" / "2020.tif") as ds:
+        red, inv = ds.read(3), ~ds.transform
+    ys, xs = np.mgrid[8:1024:16, 8:1024:16]
+    lon, lat = place.pixel_to_lonlat(xs + 0.5, ys + 0.5)
+    col, row = inv @ (lon, lat)
+    ref = red[row.astype(int), col.astype(int)]
+    got = comp.rgb[ys, xs, 0]
+    keep = ref > 0
+    assert keep.mean() > 0.9
+    assert np.corrcoef(ref[keep], got[keep])[0, 1] > 0.9
+    assert _mae(got[keep], ref[keep]) < 12  # 90 m pixels sampled nearest vs bilinear at 19 m
+
+
+def test_place_without_clear_observation_is_reported_and_skipped(server, tmp_path):
+    src = _source(server, years=[2022, 2023], min_clear=1, skip_sparse=True)
+    try:
+        rep = build_db(src, [PLACE12], [2022, 2023], tmp_path, workers=2, progress=False)
+    finally:
+        src.close()
+    assert rep.written == 1 and rep.left_out == ("12_1164_2526 2023: 0 clear observations < 1",)
+    files = sorted(p.name for p in (tmp_path / "database").rglob("*.jpg"))
+    assert len(files) == 1 and "2022" in str(next((tmp_path / "database").rglob("*.jpg")).parent)
+    sparse = {(r.place, r.year): r for r in src.totals["sparse"]}
+    assert sparse[("12_1164_2526", 2023)].empty_share == 1.0
+    # not skipped: written black (never cloud) and still listed
+    src = _source(server, years=[2023])
+    try:
+        comp = src.composite(PLACE12, 2023)
+    finally:
+        src.close()
+    assert comp.rgb.max() == 0 and comp.report.clear_obs == 0
+
+
+@pytest.mark.parametrize("fault", ["500", "truncate", "slow"])
+def test_faults_are_retried(scenes, crop, fault):
+    """5xx, a truncated body and an answer slower than the timeout on the first reads of every file."""
+    script = {name: [fault] for s in scenes[:3] for (name, *_r) in s.files.values()}
+    with StacServer(scenes, FileFaults(script=script, slow_s=1.5)) as srv:
+        src = _source(srv, timeout_s=0.5)
+        try:
+            comp = src.composite(PLACE11, 2022)
+        finally:
+            src.close()
+        assert srv.outcomes[fault] == len(script)
+    assert _mae(comp.rgb, crop) < MAE_EXACT
+    assert comp.report.retries >= len(script)
+
+
+def test_persistent_5xx_fails_with_the_url(scenes):
+    with StacServer(scenes, FileFaults(p_500=1.0)) as srv:
+        src = _source(srv, retries=2)
+        try:
+            with pytest.raises(InputError, match=r"/files/S2.*failed after 3 tries: HTTP 500"):
+                src.composite(PLACE11, 2022)
+        finally:
+            src.close()
+
+
+def test_bad_options():
+    with pytest.raises(InputError, match="years"):
+        StacSource("http://127.0.0.1:1", years=None)
+    with pytest.raises(InputError, match="2015"):
+        StacSource("http://127.0.0.1:1", years=[2010])
+
+
+@pytest.mark.slow
+def test_cli_build_resume_and_report(server, tmp_path):
+    out = tmp_path / "db"
+    cmd = [sys.executable, "-m", "earthloc.cli.main", "db", "build", "--source", f"stac:{server.url}",
+           "--places", str(tmp_path / "places.txt"), "--years", "2022,2023", "--out", str(out), "--min-clear", "1",
+           "--skip-sparse", "--workers", "2"]
+    (tmp_path / "places.txt").write_text("12_1164_2526\n11_0580_1261\n")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "12_1164_2526 2023" in r.stdout and "0 clear" in r.stdout
+    report = pd.read_csv(out / "stac_report.csv")
+    assert len(report) == 4 and report.requests.gt(0).all() and report.bytes.gt(0).all()
+    jpgs = sorted((out / "database").rglob("*.jpg"))
+    assert len(jpgs) == 2
+    img = np.asarray(Image.open(jpgs[0]))
+    assert img.shape == (1024, 1024, 3)
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: nothing rebuilt
+    assert r2.returncode == 0 and "wrote 0, kept 2" in r2.stdout
