@@ -100,13 +100,14 @@ class Locator:
             return photo
         if nadir is None and photo.time is not None:
             state = visibility.iss_state(photo.time)
-            nadir, alt = (float(state.lat), float(state.lon)), alt or float(state.altitude_km)
+            nadir, alt = (float(state.lat), float(state.lon)), alt if alt is not None else float(state.altitude_km)
         if nadir is None:
             if self.require_area:
                 raise InputError(photo.mrf, "no ISS nadir or time: give --nadir, --time or --metadata "
                                             "(or --global to search the whole index)")
             return photo
-        return replace(photo, nadir=nadir, altitude_km=alt or float(visibility.DEFAULT_ISS_ALTITUDE_KM))
+        return replace(photo, nadir=nadir,
+                       altitude_km=alt if alt is not None else float(visibility.DEFAULT_ISS_ALTITUDE_KM))
 
     def visible_mask(self, photo: Photo) -> np.ndarray | None:
         """(N,) bool over index rows: DB images whose centre is in the photo's visible disk (None: all)."""

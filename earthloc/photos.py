@@ -97,11 +97,16 @@ def _latlon(row: dict, lat_col: str, lon_col: str, where: str) -> tuple[float, f
 
 
 def parse_utc(text: str, where: object = "time") -> datetime:
-    """An ISO 8601 time (``2017-03-01T12:30:00Z``; no zone means UTC) as an aware UTC datetime."""
+    """An ISO 8601 time (``2017-03-01T12:30:00Z``; no zone means UTC) as an aware UTC datetime.
+
+    A date alone is refused: the ISS circles the Earth 16 times a day, so midnight is no guess."""
     try:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise InputError(where, f"time is not ISO 8601 UTC (like 2017-03-01T12:30:00Z): {text!r}") from None
+    if not any(sep in text.strip()[8:] for sep in ("T", "t", " ")):  # fromisoformat took a date as midnight
+        raise InputError(where, f"only a date ({text.strip()!r}): the ISS circles the Earth 16 times a day; "
+                                "give the exposure time (like 2017-03-01T12:30:00Z) or the nadir")
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 

@@ -50,16 +50,17 @@ def build(
     places_file: Path = typer.Option(None, "--places", help="Text file of place names ZZ_RRRR_CCCC, one per "
                                                             "line (instead of --region)."),
     land: bool = typer.Option(True, "--land/--no-land", help="Keep land places only (grid of tile services)."),
-    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", help="Latitude limit of the grid, degrees."),
-    workers: int = typer.Option(8, "--workers", help="Images composed in parallel."),
-    concurrency: int = typer.Option(8, "--concurrency", help="HTTP requests in flight at most."),
-    rate: float = typer.Option(16.0, "--rate", help="Requests per second per host at most (0 = no limit)."),
+    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", min=0, max=85.0511, help="Latitude limit of the grid, degrees."),
+    workers: int = typer.Option(8, "--workers", min=1, help="Images composed in parallel."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="HTTP requests in flight at most."),
+    rate: float = typer.Option(16.0, "--rate", min=0, help="Requests per second per host at most (0 = no limit)."),
     tile_cache: Path = typer.Option(None, "--tile-cache", help="Tile cache folder [default: "
                                                                "$EARTHLOC_CACHE/tiles]."),
-    quality: int = typer.Option(90, "--quality", help="JPEG quality of the DB images."),
-    size: int = typer.Option(1024, "--size", help="Pixels per side of the DB images (official: 1024 = 4 x 256-px "
-                                                  "tiles; smaller saves disk and decoding, same footprint)."),
-    limit: int = typer.Option(0, "--limit", help="Build only the first N places (0 = all)."),
+    quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG quality of the DB images."),
+    size: int = typer.Option(1024, "--size", min=16, max=4096,
+                             help="Pixels per side of the DB images (official: 1024 = 4 x 256-px tiles; smaller "
+                                  "saves disk and decoding, same footprint)."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Build only the first N places (0 = all)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print how many places and images."),
     collection: str = typer.Option("sentinel-2-l2a", "--collection", help="stac: the collection to composite."),
     season: str = typer.Option(None, "--season", help="stac: months FIRST-LAST within each year, e.g. 6-9 "
@@ -76,6 +77,8 @@ def build(
     from earthloc.errors import InputError
     from earthloc.sources.spec import open_source
 
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file; --out names the DB folder to write")
     year_list = _ints(years, "--years")
     src = open_source(source, years=year_list, cache_dir=tile_cache, concurrency=concurrency,
                       rate_per_host=rate or None, stac=_stac_options(collection, season, snow, min_clear,
@@ -149,7 +152,7 @@ def _stac_summary(src, out: Path, rep) -> None:
 @db_app.command("verify")
 def verify(
     db: Path = typer.Argument(..., help="DB folder (official layout, with or without manifest.parquet)."),
-    workers: int = typer.Option(4, "--workers", help="Images checked in parallel."),
+    workers: int = typer.Option(4, "--workers", min=1, help="Images checked in parallel."),
 ) -> None:
     """Decode every DB image and check it against the manifest; exit 0 only when all are good (else 1)."""
     from earthloc.db.verify import verify_db
@@ -168,8 +171,8 @@ def verify(
 def grid(
     zooms: str = typer.Option("9,10,11", "--zooms", help="Comma-separated zooms."),
     region: str = typer.Option("world", "--region", help="world | bbox:W,S,E,N | circle:LAT,LON,KM | area[:KM]."),
-    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", help="Latitude limit, degrees."),
-    min_land: float = typer.Option(None, "--min-land", help="Share of land samples a place needs "
+    max_abs_lat: float = typer.Option(60.0, "--max-abs-lat", min=0, max=85.0511, help="Latitude limit, degrees."),
+    min_land: float = typer.Option(None, "--min-land", min=0, max=1, help="Share of land samples a place needs "
                                                             "[default 1/256: any land]."),
     land: bool = typer.Option(True, "--land/--no-land", help="Apply the land mask."),
     out: Path = typer.Option(None, "--out", help="Write the place names (ZZ_RRRR_CCCC) to this file."),

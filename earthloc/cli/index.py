@@ -24,7 +24,7 @@ def build(
                                   help="'query': 1x index, photos encoded at 0/90/180/270 (default); "
                                        "'db': official 4x rotated index, photos encoded once."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), fp16 (half the bytes) or pq (d/8 bytes)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="Where to encode: cpu, cuda, cuda:N or auto (GPU if any)."),
     ray: str = typer.Option(None, "--ray", help="Encode chunks as Ray tasks: 'local' (Ray on this machine), 'auto' "
                                                 "(the running cluster) or a cluster address. Needs earthloc[ray]."),
@@ -45,6 +45,8 @@ def build(
         raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not db.is_dir():
         raise InputError(db, "DB folder not found")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file; --out names the index folder to write")
     net = load_model(model, checkpoint)
     encoder = (RayEncoder(net, address=ray, cpus=ray_cpus, device=device, batch_size=batch_size) if ray
                else LocalEncoder(net, device=device, batch_size=batch_size))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from earthloc.atomic import STDOUT, check_writable, is_stream
 from earthloc.errors import InputError
 
 
@@ -27,6 +28,25 @@ def _parse_nadir(text: str) -> tuple[float, float]:
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise InputError("--nadir", f"{lat},{lon} is not a valid LAT,LON")
     return lat, lon
+
+
+# --nadir and --time together must name the same place: 150 km is ~20 s of the ISS ground track
+# (7.2 km/s), well above TLE error (a few km per day of age) and NASA's 0.1-degree nadir rounding.
+NADIR_TIME_TOLERANCE_KM = 150.0
+ALTITUDE_RANGE_KM = (150.0, 1000.0)  # the ISS has flown at 330..440 km; outside this range is a typo
+
+
+def _check_nadir_time(nadir: tuple[float, float], when: datetime) -> None:
+    from pyproj import Geod
+
+    from earthloc.geo.visibility import iss_state
+
+    state = iss_state(when)
+    km = Geod(ellps="WGS84").inv(nadir[1], nadir[0], state.lon, state.lat)[2] / 1000  # on the ellipsoid
+    if km > NADIR_TIME_TOLERANCE_KM:
+        raise InputError("--nadir", f"{nadir[0]},{nadir[1]} is {km:,.0f} km from the ISS nadir at --time "
+                                    f"{when.isoformat()} ({state.lat:.2f},{state.lon:.2f}; tolerance "
+                                    f"{NADIR_TIME_TOLERANCE_KM:.0f} km): give the one you trust")
 
 
 def _parse_time(text: str) -> datetime:
@@ -45,7 +65,7 @@ def locate(
     images: Path = typer.Option(None, "--images", help="Folder of <MRF>.jpg for photos listed in a CSV."),
     top: int = typer.Option(10, "--top", min=1, help="Candidates per photo."),
     fmt: str = typer.Option(None, "--format", help="json, jsonl, geojson, csv or kml (default: from --out, else json)."),
-    out: Path = typer.Option(None, "--out", help="Output file (default: print to stdout)."),
+    out: Path = typer.Option(None, "--out", help="Output file (default or -: standard output)."),
     html_map: Path = typer.Option(None, "--map", help="Also write an HTML map (Leaflet) of footprints and nadirs."),
     progress_file: Path = typer.Option(None, "--progress",
                                        help="Resumable progress file (JSON lines; default <out>.progress.jsonl with --out)."),
@@ -70,17 +90,28 @@ def locate(
     from earthloc.models.fast import resolve_device
     from earthloc.pipeline import LocateOptions, gather_photos, localize, open_locator
 
-    fmt = fmt or (outputs.format_of(out) if out else "json")
+    if out is not None and str(out) == STDOUT:
+        out = None
+    if progress_file is None and out is not None and not is_stream(out):  # no side file beside /dev/null
+        progress_file = out.with_name(out.name + ".progress.jsonl")
+    for path in (out, html_map, progress_file):
+        if path is not None:
+            check_writable(path)  # before any work: a bad output path is bad input
+    fmt = fmt or (outputs.format_of(out) if out and not is_stream(out) else "json")
     if fmt not in outputs.FORMATS or fmt == "html":
         raise InputError("--format", f"must be one of json, jsonl, geojson, csv, kml; got {fmt!r}")
-    items = gather_photos(list(photos or []), metadata, images, nadir=_parse_nadir(nadir) if nadir else None,
-                          time=_parse_time(time) if time else None, altitude_km=altitude)
+    nadir_ll = _parse_nadir(nadir) if nadir else None
+    when = _parse_time(time) if time else None
+    if nadir_ll and when:
+        _check_nadir_time(nadir_ll, when)
+    if altitude is not None and not ALTITUDE_RANGE_KM[0] <= altitude <= ALTITUDE_RANGE_KM[1]:
+        lo, hi = ALTITUDE_RANGE_KM
+        raise InputError("--altitude", f"{altitude:g} km is not an ISS altitude ({lo:.0f}..{hi:.0f} km)")
+    items = gather_photos(list(photos or []), metadata, images, nadir=nadir_ll, time=when, altitude_km=altitude)
     device = resolve_device(device)  # a missing GPU is bad input, before the index is read
     encoder = partial(RayEncoder, address=ray, cpus=ray_cpus, device=device) if ray else partial(LocalEncoder, device=device)
     locator = open_locator(index, model, checkpoint, encoder=encoder, max_off_nadir_deg=max_off_nadir,
                            require_area=not search_all)
-    if progress_file is None and out is not None:
-        progress_file = out.with_name(out.name + ".progress.jsonl")
     results = localize(locator, items, LocateOptions(top_k=top, refine=refine, matcher=matcher), progress_file,
                        progress=len(items) > 1)
     if out is None:

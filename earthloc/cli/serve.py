@@ -20,7 +20,7 @@ def serve(
     model: str = typer.Option(None, "--model", help="Model name (default: the index's model)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model, if it needs one."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     token: str = typer.Option(None, "--token", help=f"Bearer token the API requires (or set {TOKEN_ENV}); "
                                                     "required when --host is not a loopback address."),
     workers: int = typer.Option(1, "--workers", min=1, help="Photos localized at once (worker threads)."),

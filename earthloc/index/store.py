@@ -362,11 +362,19 @@ class Index:
         for name in ("vectors.faiss", "manifest.parquet"):
             if not (path / name).is_file():
                 raise InputError(path / name, "missing from the index folder")
-        manifest = pd.read_parquet(path / "manifest.parquet")
+        try:
+            manifest = pd.read_parquet(path / "manifest.parquet")
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(path / "manifest.parquet", f"unreadable ({type(err).__name__}: truncated or "
+                                                        "not Parquet); rebuild the index") from None
         if manifest_digest(manifest) != meta["manifest_sha256"] or len(manifest) != meta["n_images"]:
             raise InputError(path / "manifest.parquet", "does not match the index (digest or row count differs "
                                                         "from index.json); rebuild the index")
-        index = faiss.read_index(str(path / "vectors.faiss"))
+        try:
+            index = faiss.read_index(str(path / "vectors.faiss"))
+        except RuntimeError:  # FAISS reports a short or garbled file as a RuntimeError with its C++ trace
+            raise InputError(path / "vectors.faiss", "unreadable (truncated or not a FAISS index); "
+                                                     "rebuild the index") from None
         if index.ntotal != len(manifest) * len(meta["db_rotations"]) or index.d != meta["model"]["descriptor_dim"]:
             raise InputError(path / "vectors.faiss", f"holds {index.ntotal} vectors of {index.d}-d, expected "
                                                      f"{len(manifest) * len(meta['db_rotations'])} of "

@@ -12,6 +12,7 @@ picked uniformly, so the negatives of a batch look alike (hard negatives by cons
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,15 +150,28 @@ class ClusterBatches:
 
 @torch.no_grad()
 def encode_regions(model: torch.nn.Module, regions: Sequence[Region], cache: ImageCache, size: int,
-                   mean, std, batch_size: int = 32, device: str = "cpu", year_index: int = -1) -> np.ndarray:
-    """Descriptors ``[N, D]`` float32 of one image per region (default its latest year), no augmentation."""
+                   mean, std, batch_size: int = 32, device: str = "cpu", year_index: int = -1,
+                   deadline: float | None = None, progress: bool = False) -> np.ndarray | None:
+    """Descriptors ``[N, D]`` float32 of one image per region (default its latest year), no augmentation.
+
+    ``deadline``: a :func:`time.perf_counter` value; past it the encode stops and returns None (a
+    training time budget bounds the clustering encode too).
+    """
+    from tqdm import tqdm
+
     from earthloc.train.augment import plain
 
     was_training = model.training
     model.eval()
     out = []
-    for s in range(0, len(regions), batch_size):
-        x = torch.stack([cache.get(r.images[year_index][1]) for r in regions[s:s + batch_size]])
-        out.append(model(plain(x, size, mean, std).to(device)).float().cpu())
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for s in tqdm(range(0, len(regions), batch_size), desc="clustering: encode", unit="batch",
+                          disable=not progress):
+                if deadline is not None and time.perf_counter() > deadline:
+                    return None
+                x = torch.stack([cache.get(r.images[year_index][1]) for r in regions[s:s + batch_size]])
+                out.append(model(plain(x, size, mean, std).to(device)).float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(out).numpy()

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,7 +138,22 @@ def _device(name: str, rank: int) -> str:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    """Run (or resume) a training run into ``cfg.out``. Returns the per-epoch history."""
+    """Run (or resume) a training run into ``cfg.out``. Returns the per-epoch history.
+
+    A run that fails before its first epoch is saved (bad input found while validating or clustering)
+    leaves no run folder behind, when this call made the folder.
+    """
+    out = Path(cfg.out)
+    fresh = not out.exists()
+    try:
+        return _train(cfg)
+    except BaseException:
+        if fresh and _dist()[0] == 0 and out.is_dir() and not (out / "last.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
     from earthloc.models.registry import load_model
 
     rank, world = _dist()
@@ -188,6 +204,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     start_epoch, elapsed_before, patience_left = 1, 0.0, cfg.patience
     if last.is_file() and not cfg.resume:
         raise InputError(out, "holds a checkpoint (last.pt): pass --resume to continue it, or use another --out")
+    if cfg.resume and not last.is_file():
+        raise InputError(out, "no earlier run to resume (no last.pt there); drop --resume to start a new run")
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"]["dbs"] != list(cfg.dbs) or state["config"]["model"] != cfg.model:
@@ -224,9 +242,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         if res.stopped:
             break
         if cfg.clustered and (epoch - 1) % cfg.refresh_epochs == 0:  # resumed mid-period: saved assignment
+            desc = None
             if rank == 0:
-                desc = encode_regions(model, regions, cache, size, prep.mean, prep.std, device=device)
-                batches.fit(desc)
+                deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes is not None else None
+                desc = encode_regions(model, regions, cache, size, prep.mean, prep.std, device=device,
+                                      deadline=deadline, progress=cfg.progress)
+                if desc is not None:
+                    batches.fit(desc)
+            if _bcast(rank == 0 and desc is None, world):
+                res.stopped = f"time budget of {cfg.max_minutes} min reached (while clustering, before epoch {epoch})"
+                break
             batches.assignment = _bcast(batches.assignment, world)
         net.train()
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or rank,
