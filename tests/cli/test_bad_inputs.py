@@ -52,7 +52,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     (f"{L} --max-off-nadir 100", ("max_off_nadir",)),
     # locate: photos
     ("locate --index {index} nonexist.jpg --nadir 36.5,40.5", ("nonexist.jpg", "no such photo")),
-    ("locate --index {index} --nadir 36.5,40.5", ("PHOTOS", "no photos")),
+    ("locate --index {index} --nadir 36.5,40.5", ("no photos given",)),
     ("locate --index {index} --metadata missing.csv", ("missing.csv", "no such file")),
     (f"{L} --refine --matcher bogus", ("bogus", "matcher")),
     # locate: outputs (checked before any work)
