@@ -70,8 +70,17 @@ def build(
                                                          "of their pixels) are listed at the end."),
     skip_sparse: bool = typer.Option(False, "--skip-sparse", help="stac: leave those places out of the DB."),
     max_items: int = typer.Option(16, "--max-items", help="stac: least cloudy scenes read per place and year."),
+    ray: str = typer.Option(None, "--ray", help="Make the images on Ray: local (start Ray here), auto (the cluster "
+                                                "of `ray start`) or a cluster ADDRESS. --rate and --concurrency "
+                                                "then hold for the whole cluster; --workers = images at once per "
+                                                "task. Needs earthloc with the ray extra."),
+    ray_batch: int = typer.Option(8, "--ray-batch", help="Neighbouring images per Ray task."),
 ) -> None:
-    """Build DB images (1024-px JPEG mosaics of 4x4 tiles, official names and folders) and manifest.parquet."""
+    """Build DB images (1024-px JPEG mosaics of 4x4 tiles, official names and folders) and manifest.parquet.
+
+    A place whose source permanently lacks a tile (HTTP 404, or a tile the service keeps failing on) is
+    listed in OUT/missing.csv and the build goes on; the exit code is then 1 (a re-run tries them again).
+    """
     from earthloc.db.build import build_db
     from earthloc.db.grid import Region, select_places
     from earthloc.errors import InputError
@@ -80,9 +89,13 @@ def build(
     if out.exists() and not out.is_dir():
         raise InputError(out, "is a file; --out names the DB folder to write")
     year_list = _ints(years, "--years")
+    if ray is not None:
+        from earthloc.db.ray_build import default_tile_cache
+
+        tile_cache = default_tile_cache(tile_cache)  # one absolute path for every worker
+    stac = _stac_options(collection, season, snow, min_clear, skip_sparse, max_items)
     src = open_source(source, years=year_list, cache_dir=tile_cache, concurrency=concurrency,
-                      rate_per_host=rate or None, stac=_stac_options(collection, season, snow, min_clear,
-                                                                      skip_sparse, max_items))
+                      rate_per_host=rate or None, stac=stac)
     if year_list and (bad := [y for y in year_list if y not in src.years]):
         raise InputError(f"years {bad}", f"not served by --source {source} (it has {list(src.years)})")
     year_list = year_list or list(src.years)
@@ -103,20 +116,43 @@ def build(
         return
     if not chosen:
         raise InputError("--region", "selects no place for this source")
-    try:
-        rep = build_db(src, chosen, year_list, out, workers=workers, quality=quality, size=size)
-    finally:
+    if ray is not None:
+        import functools
+
+        from earthloc.db.ray_build import build_db_on_ray
+
         if hasattr(src, "close"):
-            src.close()
-    extra = ""
-    if hasattr(src, "stats"):
-        s = src.stats
-        extra = (f"; {s['requests']} HTTP requests ({s['retries']} retries), {s['downloads']} tiles downloaded, "
-                 f"{s['cache_hits']} from cache")
-    if hasattr(src, "write_report"):
-        _stac_summary(src, out, rep)
+            src.close()  # each Ray worker opens its own from the same recipe
+        recipe = functools.partial(open_source, source, years=year_list, cache_dir=tile_cache,
+                                   concurrency=concurrency, rate_per_host=rate or None, stac=stac)
+        rep = build_db_on_ray(recipe, chosen, year_list, out, address=ray, quality=quality, size=size,
+                              rate_per_host=rate or None, concurrency=concurrency, batch=ray_batch, threads=workers)
+        extra = (f"; {rep.nodes} Ray nodes, {rep.requests} HTTP requests through the shared limit (at most "
+                 f"{rep.peak_in_flight} in flight), {rep.resubmitted} batches run again")
+        if rep.left_out:
+            typer.echo(f"left out {len(rep.left_out)} images: " + "; ".join(rep.left_out[:20]))
+    else:
+        try:
+            rep = build_db(src, chosen, year_list, out, workers=workers, quality=quality, size=size)
+        finally:
+            if hasattr(src, "close"):
+                src.close()
+        extra = ""
+        if hasattr(src, "stats"):
+            s = src.stats
+            extra = (f"; {s['requests']} HTTP requests ({s['retries']} retries), {s['downloads']} tiles "
+                     f"downloaded, {s['cache_hits']} from cache")
+        if hasattr(src, "write_report"):
+            _stac_summary(src, out, rep)
     typer.echo(f"wrote {rep.written}, kept {rep.skipped} already built, {rep.images} images in {rep.seconds:.1f} s "
                f"({rep.images_per_s:.1f} img/s){extra} -> {rep.manifest}")
+    if rep.missing:
+        for m in rep.missing[:20]:
+            typer.echo(f"MISSING {m.path}: {m.reason}", err=True)
+        more = f" ({len(rep.missing) - 20} more)" if len(rep.missing) > 20 else ""
+        typer.echo(f"{len(rep.missing)} images not built, a tile is missing{more}: listed in "
+                   f"{rep.out_dir / 'missing.csv'}; a re-run tries them again", err=True)
+        raise typer.Exit(1)
 
 
 def _stac_options(collection: str, season: str | None, snow: bool, min_clear: int, skip_sparse: bool,

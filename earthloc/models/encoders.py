@@ -95,7 +95,9 @@ def ray_session(address: str, cpus_per_task: int):
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
-            ray.init(**kwargs) if address == "local" else ray.init(address=address, **kwargs)
+            # "local" always starts a fresh instance: a plain ray.init() would join whatever cluster
+            # /tmp/ray/ray_current_cluster names (another user's, or a dead one, on a shared machine)
+            ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise InputError(f"--ray {address}", f"cannot join a Ray cluster there ({err}); start one with "
                                                  "`ray start --head`, or use --ray local") from err

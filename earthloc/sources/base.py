@@ -32,6 +32,12 @@ class ImageSkipped(Exception):
     def __reduce__(self):  # pickles whole (worker processes, Ray tasks) despite the two-argument __init__
         return type(self), (self.where, self.reason)
 
+class TileMissing(InputError):
+    """A tile the source permanently does not have (HTTP 404/410, or a tile the service keeps failing on).
+
+    A DB build records the place that needs it as missing and goes on; every other error stops the build.
+    """
+
 
 @runtime_checkable
 class TileSource(Protocol):

@@ -19,10 +19,13 @@ from earthloc.errors import InputError
 
 def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | None = None,
                 concurrency: int = 8, rate_per_host: float | None = 16.0, retries: int = 8,
-                stac: dict | None = None):
+                stac: dict | None = None, limits=None):
     """Build the TileSource described by ``spec`` (see the module table); network options apply to WMTS
     (and ``retries``/``concurrency`` to STAC); ``stac``: more keyword arguments of
-    :class:`earthloc.sources.stac.StacSource` (collection, season, mask_snow, min_clear, ...)."""
+    :class:`earthloc.sources.stac.StacSource` (collection, season, mask_snow, min_clear, ...).
+    ``limits``: a :class:`earthloc.sources.wmts.HostLimits` shared with other sources (a Ray build's
+    cluster-wide one) instead of this WMTS source's own rate and concurrency limits.
+    """
     kind, sep, arg = spec.partition(":")
     if kind == "stac" and arg:
         from earthloc.sources.stac import StacSource
@@ -34,12 +37,12 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
         from earthloc.sources.wmts import EOX_URL, WmtsSource
 
         return WmtsSource(EOX_URL, years=years, cache_dir=cache_dir, concurrency=concurrency,
-                          rate_per_host=rate_per_host, retries=retries)
+                          rate_per_host=rate_per_host, retries=retries, limits=limits)
     if kind == "wmts" and arg:
         from earthloc.sources.wmts import WmtsSource
 
         return WmtsSource(arg, years=years, cache_dir=cache_dir, concurrency=concurrency,
-                          rate_per_host=rate_per_host, retries=retries)
+                          rate_per_host=rate_per_host, retries=retries, limits=limits)
     if kind == "raster" and arg:
         from earthloc.sources.raster import RasterSource
 

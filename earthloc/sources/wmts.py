@@ -10,11 +10,15 @@ Behaviour, in order of what a long build meets:
   they decode), so the 50%-overlapping DB images share tiles and a resumed build fetches nothing twice;
   concurrent requests for the same tile wait for one download (single flight);
 - **concurrency**: at most ``concurrency`` requests in flight; **rate**: at most ``rate_per_host``
-  request starts per second per host (None = unlimited);
+  request starts per second per host (None = unlimited). Both are enforced by a :class:`HostLimits`
+  object; a Ray build hands every worker process the same cluster-wide one
+  (:class:`earthloc.db.ray_build.RayHostLimits`), so the limits hold for the whole cluster;
 - **retries** with exponential backoff and jitter on 5xx, timeouts, connection resets and bodies that
   are truncated or do not decode; **429** waits ``Retry-After`` (seconds or HTTP date) and pauses the
   whole host, not just one thread;
-- **401/403/404** (and other 4xx) fail at once with :class:`TileFetchError` naming the URL.
+- **401/403/404** (and other 4xx) fail at once with :class:`TileFetchError` naming the URL; **404/410**,
+  and 5xx or undecodable bodies until the retries run out, raise :class:`TileNotServed` (a
+  :class:`~earthloc.sources.base.TileMissing`): the DB build records that place as missing and goes on.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,6 +45,7 @@ from earthloc.atomic import write_bytes
 from earthloc.config import cache_dir as default_cache_dir
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX
+from earthloc.sources.base import TileMissing
 
 EOX_URL = (
     "https://s2maps-tiles.eu/wmts?layer=s2cloudless-{year}_3857&style=default&tilematrixset=GoogleMapsCompatible"
@@ -45,6 +53,7 @@ EOX_URL = (
 )
 EOX_YEARS = (2018, 2019, 2020, 2021)
 RETRY_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524})
+GONE_STATUS = frozenset({404, 410})  # the service has no such tile: retrying cannot help
 _HINTS = {
     401: "authentication required (does the service need an API key in the URL?)",
     403: "forbidden (EOX blocks bulk downloads: lower --rate/--concurrency, or use your own tiles)",
@@ -60,6 +69,10 @@ def eox_attribution(*years: int) -> str:
 
 class TileFetchError(InputError):
     """A tile could not be fetched: the message names the URL and the HTTP status or transport error."""
+
+
+class TileNotServed(TileFetchError, TileMissing):
+    """The service answered, but not with this tile (404/410, or 5xx / broken bodies until retries ran out)."""
 
 
 class RateLimiter:
@@ -81,6 +94,51 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._next = max(self._next, time.monotonic() + seconds)
+
+
+class HostLimits(Protocol):
+    """Request rate and requests in flight per host, shared by everything that talks to the host."""
+
+    def request(self, host: str):
+        """Context manager: holds one of the host's request slots, entered no earlier than its rate allows."""
+        ...
+
+    def pause(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` (a 429's Retry-After)."""
+        ...
+
+    def fetching(self, url: str):
+        """Context manager: entered when no other holder of these limits is fetching ``url`` (single flight
+        across processes; within a process :class:`WmtsSource` already shares one download)."""
+        ...
+
+
+class LocalHostLimits:
+    """:class:`HostLimits` for the threads of one process: ``concurrency`` slots and ``rate`` starts/s per host."""
+
+    def __init__(self, rate: float | None, concurrency: int):
+        self._rate, self._concurrency = rate, max(1, concurrency)
+        self._lock = threading.Lock()
+        self._hosts: dict[str, tuple[RateLimiter, threading.BoundedSemaphore]] = {}
+
+    def _host(self, host: str) -> tuple[RateLimiter, threading.BoundedSemaphore]:
+        with self._lock:
+            if host not in self._hosts:
+                self._hosts[host] = (RateLimiter(self._rate), threading.BoundedSemaphore(self._concurrency))
+            return self._hosts[host]
+
+    @contextmanager
+    def request(self, host: str) -> Iterator[None]:
+        limiter, slots = self._host(host)
+        with slots:  # slot first, then the start time: a start booked by the limiter is a request sent
+            limiter.acquire()
+            yield
+
+    def pause(self, host: str, seconds: float) -> None:
+        self._host(host)[0].pause(seconds)
+
+    def fetching(self, url: str) -> AbstractContextManager[None]:
+        return nullcontext()  # one process: the source's own single flight covers it
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -113,7 +171,9 @@ class WmtsSource:
 
     ``stats`` counts ``requests`` (HTTP attempts, retries included), ``downloads`` (tiles fetched),
     ``cache_hits`` (served from memory or disk) and ``retries``. ``memory_tiles`` decoded tiles stay in
-    an LRU (about 0.2 MB each) so overlapping neighbours do not decode them again.
+    an LRU (about 0.2 MB each) so overlapping neighbours do not decode them again. ``limits``: the
+    :class:`HostLimits` to obey instead of this source's own ``rate_per_host`` / ``concurrency`` ones
+    (``concurrency`` still sizes this process's download threads).
     """
 
     def __init__(
@@ -130,6 +190,7 @@ class WmtsSource:
         timeout_s: float = 30.0,
         attribution: str | None = None,
         memory_tiles: int = 512,
+        limits: HostLimits | None = None,
     ):
         for key in ("{z}", "{x}", "{y}"):
             if key not in url_template:
@@ -158,10 +219,8 @@ class WmtsSource:
             headers={"User-Agent": f"earthloc/{__version__} (EarthLoc database builder)"},
             follow_redirects=True,
         )
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.limits = limits or LocalHostLimits(rate_per_host, concurrency)
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="wmts")
-        self._limiters: dict[str, RateLimiter] = {}
-        self._rate = rate_per_host
         self._guard = threading.Lock()
         self._inflight: dict[tuple, Future] = {}
         self._memory: OrderedDict[tuple, Image.Image] = OrderedDict()  # decoded tiles, LRU
@@ -210,11 +269,14 @@ class WmtsSource:
     def _load(self, key: tuple) -> Image.Image:
         """Disk cache (a run before this one, or a download that just finished), else download."""
         try:
-            path = self.cache_path(*key)
+            path, url = self.cache_path(*key), self.url(*key)
             img = self._from_cache(path)
             if img is None:
-                data, img = self._download(self.url(*key))
-                write_bytes(path, data)
+                with self.limits.fetching(url):  # another process sharing the cache may be fetching it
+                    img = self._from_cache(path)
+                    if img is None:
+                        data, img = self._download(url)
+                        write_bytes(path, data)
             return self._remember(key, img)
         finally:
             with self._guard:
@@ -268,27 +330,20 @@ class WmtsSource:
         self._count("cache_hits")
         return img
 
-    def _limiter(self, url: str) -> RateLimiter:
-        host = urlsplit(url).netloc
-        with self._guard:
-            if host not in self._limiters:
-                self._limiters[host] = RateLimiter(self._rate)
-            return self._limiters[host]
-
     def _backoff(self, attempt: int) -> float:
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
 
     def _download(self, url: str) -> tuple[bytes, Image.Image]:
         """GET ``url`` until it yields a decodable 256-px image; raise TileFetchError otherwise."""
-        limiter = self._limiter(url)
-        last = "no attempt"
+        host = urlsplit(url).netloc
+        last, served = "no attempt", False  # served: the last attempt got an HTTP answer (not a transport error)
         for attempt in range(self.retries + 1):
             if attempt:
                 self._count("retries")
-            limiter.acquire()
             wait = None
+            served = False
             try:
-                with self._slots:
+                with self.limits.request(host):
                     self._count("requests")
                     resp = self._client.get(url)
                     data = resp.content  # reads the whole body; a short body raises here
@@ -300,7 +355,7 @@ class WmtsSource:
                     try:
                         img = _decode(data)
                     except (OSError, ValueError) as err:
-                        last = f"HTTP 200 with an undecodable body of {len(data)} bytes ({err})"
+                        last, served = f"HTTP 200 with an undecodable body of {len(data)} bytes ({err})", True
                     else:
                         self._count("downloads")
                         return data, img
@@ -311,12 +366,16 @@ class WmtsSource:
                         if wait > self.max_retry_after_s:
                             raise TileFetchError(url, f"{last}: asks to wait {wait:.0f} s, more than "
                                                       f"{self.max_retry_after_s:.0f} s; try again later")
-                        limiter.pause(wait)  # every thread talking to this host waits too
+                        self.limits.pause(host, wait)  # every thread (and worker) talking to this host waits too
                 elif status in RETRY_STATUS or status >= 500:
-                    last = f"HTTP {status}"
+                    last, served = f"HTTP {status}", True
                 else:
                     hint = _HINTS.get(status, resp.reason_phrase or "client error")
-                    raise TileFetchError(url, f"HTTP {status}: {hint}")
+                    error = TileNotServed if status in GONE_STATUS else TileFetchError
+                    raise error(url, f"HTTP {status}: {hint}")
             if attempt < self.retries and wait is None:  # after a 429 the paused limiter does the waiting
                 time.sleep(self._backoff(attempt))
-        raise TileFetchError(url, f"gave up after {self.retries + 1} attempts; last: {last}")
+        # a host that answers but keeps failing on this one tile: that tile is missing, the rest may be fine;
+        # a host that does not answer at all (refused, timeouts) or keeps saying 429 stops the build
+        error = TileNotServed if served else TileFetchError
+        raise error(url, f"gave up after {self.retries + 1} attempts; last: {last}")

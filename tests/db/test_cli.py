@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tileserver import TileServer
+from tileserver import Faults, TileServer
 
 from earthloc.db import manifest
 from earthloc.db.build import build_db
@@ -141,3 +141,26 @@ def test_resume_after_sigkill_refetches_almost_nothing(shared_data, tmp_path):
     assert len(resumed) == 25 and resumed.sha256.tolist() == clean.sha256.tolist()
     assert run("db", "verify", tmp_path / "db").returncode == 0
     assert not list((tmp_path / "db").rglob("*.tmp"))
+
+
+def test_a_missing_tile_skips_its_place_builds_the_rest_and_exits_1(mini, tmp_path):
+    blocks = [TileBlock(12, 1162, 2524), TileBlock(12, 1162, 2526), TileBlock(12, 1164, 2524)]
+    (tmp_path / "places.txt").write_text("".join(b.name + "\n" for b in blocks))
+    gone = (2018, 12, 2529, 1162)  # in the second place only (its top-right tile)
+    assert sum(any((t.x, t.y) == gone[2:] for t in b.tiles()) for b in blocks) == 1
+    with TileServer(mini, faults=Faults(status={gone: 404})) as server:
+        cmd = ("db", "build", "--source", "wmts:" + server.template, "--years", "2018", "--places",
+               tmp_path / "places.txt", "--out", tmp_path / "db", "--tile-cache", tmp_path / "cache")
+        r = run(*cmd)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "wrote 2," in r.stdout
+        assert f"{server.url}/tiles/2018/12/2529/1162.jpg: HTTP 404" in r.stderr
+        missing = pd.read_csv(tmp_path / "db" / "missing.csv")
+        assert missing.tile.tolist() == [blocks[1].name] and missing.year.tolist() == [2018]
+        assert sorted(manifest.load(tmp_path / "db").tile) == sorted([blocks[0].name, blocks[2].name])
+        server.set_faults(Faults())  # the tile appears: the re-run builds just that place
+        server.reset_counts()
+        r = run(*cmd)
+        assert r.returncode == 0 and "wrote 1, kept 2" in r.stdout, r.stdout + r.stderr
+        assert server.n_requests == 1
+    assert not (tmp_path / "db" / "missing.csv").exists() and len(manifest.load(tmp_path / "db")) == 3

