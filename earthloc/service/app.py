@@ -65,7 +65,7 @@ class ServiceOptions:
     """Limits and policy of the service. ``token``: required bearer token (None: open, loopback only);
     ``workers``: jobs run at once; ``max_queued``: jobs waiting beyond those (then 429);
     ``max_upload_bytes`` / ``max_pixels``: upload caps, checked before decoding; ``refine``: default
-    for jobs that do not say."""
+    for jobs that do not say; ``refine_top_k``: refine only that many first candidates (None: all)."""
 
     token: str | None = None
     workers: int = 1
@@ -73,6 +73,7 @@ class ServiceOptions:
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 60_000_000
     refine: bool = False
+    refine_top_k: int | None = 3
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
                 path.write_bytes(data)
                 p = _photo(path, nadir_lat, nadir_lon, time, altitude_km, top_k)
                 job = jobs.submit(lambda report: _run(locator, p, top_k, options.refine if refine is None else refine,
-                                                      report, folder),
+                                                      options.refine_top_k, report, folder),
                                   on_failure=lambda err: _failure(err, folder))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -258,10 +259,12 @@ def _check_id(job_id: str) -> str:
 
 
 # --- the job ---------------------------------------------------------------------------------------
-def _run(locator, photo: Photo, top_k: int, refine: bool, report, folder: Path) -> JobResult:
+def _run(locator, photo: Photo, top_k: int, refine: bool, refine_top_k: int | None, report,
+         folder: Path) -> JobResult:
     """Localize one uploaded photo (in a worker thread); the job's folder is removed at the end."""
     try:
-        loc, prepared = locate_one(locator, photo, LocateOptions(top_k=top_k, refine=refine), on_event=report)
+        options = LocateOptions(top_k=top_k, refine=refine, refine_top_k=refine_top_k)
+        loc, prepared = locate_one(locator, photo, options, on_event=report)
         report("drawing", 0, 1)
         img = prepared.image  # decoded once by the pipeline; no longer needed there
         img.thumbnail((2 * webmap.PHOTO_PX, 2 * webmap.PHOTO_PX))

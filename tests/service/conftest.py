@@ -77,3 +77,33 @@ def wait_job(url: str, job_id: str, timeout_s: float = 180, **kw) -> dict:
             return s
         assert time.time() < deadline, f"job {job_id} still {s['state']} after {timeout_s} s"
         time.sleep(0.2)
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium (``EARTHLOC_CHROMIUM``, default /usr/bin/chromium; `make setup` installs it) driven
+    by Playwright, headless, with a fresh profile."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=os.environ.get("EARTHLOC_CHROMIUM", "/usr/bin/chromium"),
+                               args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def keep_screenshot(png: Path, name: str) -> None:
+    """Copy a screenshot to ``EARTHLOC_SCREENSHOT_DIR`` (e.g. docs/figures) when that is set."""
+    import os
+    import shutil
+
+    target = os.environ.get("EARTHLOC_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, Path(target) / name)

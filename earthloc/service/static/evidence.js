@@ -104,20 +104,16 @@
     return ctl;
   }
 
-  // Fit the map to the groups' candidates and photo (the disk only when there is nothing else).
+  // Fit the map to what there is to judge: candidates, the photo, NASA's footprint (the nadir and the
+  // disk, thousands of km away, only when there is nothing else).
   function fit(map, groups) {
     let b = null;
+    const add = lb => { b = b ? b.extend(lb) : L.latLngBounds(lb.getSouthWest(), lb.getNorthEast()); };
     for (const g of groups) {
-      g.eachLayer(l => {
-        if (l instanceof L.Polygon && l.options.dashArray === "6 6") return;  // the disk
-        const lb = l.getBounds ? l.getBounds() : L.latLngBounds([l.getLatLng()]);
-        b = b ? b.extend(lb) : L.latLngBounds(lb.getSouthWest(), lb.getNorthEast());
-      });
+      g.eachLayer(l => { if (l instanceof L.Polygon && l.options.dashArray !== "6 6") add(l.getBounds()); });
     }
-    if (!b) {
-      for (const g of groups) if (g.getLayers().length) b = b ? b.extend(g.getBounds()) : g.getBounds();
-    }
-    if (b) map.fitBounds(b.pad(0.15), {maxZoom: 12}); else map.setView([20, 0], 2);
+    if (!b) for (const g of groups) if (g.getLayers().length) add(g.getBounds());
+    if (b) map.fitBounds(b.pad(0.25), {maxZoom: 13}); else map.setView([20, 0], 2);
   }
 
   function clearPhotos(group) {
