@@ -78,9 +78,9 @@ def test_page_settles_uploads_a_photo_and_shows_the_evidence(served, browser, tm
     assert all(w > 0 for w in _loaded(page, "img.earthloc-photo")) and page.locator("img.earthloc-photo").count() == 1
     assert "Legend" in page.locator(".earthloc-legend").inner_text()
     assert page.locator("#downloads a").count() == 2
-    png = tmp_path / "service-result.png"
-    page.screenshot(path=str(png))
-    keep_screenshot(png, "service-result.png")
+    png = tmp_path / "service-result.jpg"
+    page.screenshot(path=str(png), type="jpeg", quality=80)
+    keep_screenshot(png, "service-result.jpg")
 
     # a failed upload shows its error and clears the previous result
     bad = tmp_path / "notes.jpg"
@@ -91,9 +91,9 @@ def test_page_settles_uploads_a_photo_and_shows_the_evidence(served, browser, tm
     assert page.locator("#err").inner_text().startswith("notes.jpg: not a JPEG, PNG, TIFF or WebP image")
     assert page.locator("tr.cand").count() == 0 and page.locator("img.earthloc-candidate").count() == 0
     assert page.locator("path.earthloc-refined").count() == 0 and page.locator("#downloads a").count() == 0
-    png = tmp_path / "service-error.png"
-    page.screenshot(path=str(png))
-    keep_screenshot(png, "service-error.png")
+    png = tmp_path / "service-error.jpg"
+    page.screenshot(path=str(png), type="jpeg", quality=80)
+    keep_screenshot(png, "service-error.jpg")
     page.close()
 
 
@@ -122,7 +122,7 @@ def test_locate_map_html_opens_offline_with_the_evidence(small_index, browser, t
     assert all(w > 0 for w in _loaded(page, "img.earthloc-photo"))
     assert len([w for w in _loaded(page, "img.leaflet-tile") if w == 256]) > 0  # the Blue Marble under it
     assert "Legend" in page.locator(".earthloc-legend").inner_text()
-    png = tmp_path / "locate-map.png"
-    page.screenshot(path=str(png))
-    keep_screenshot(png, "locate-map.png")
+    png = tmp_path / "locate-map.jpg"
+    page.screenshot(path=str(png), type="jpeg", quality=80)
+    keep_screenshot(png, "locate-map.jpg")
     page.close()
