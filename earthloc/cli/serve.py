@@ -26,6 +26,9 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, help="Photos localized at once (worker threads)."),
     queue: int = typer.Option(8, "--queue", min=0, help="Jobs waiting beyond those; more get 429 Retry-After."),
     refine: bool = typer.Option(False, "--refine", help="Refine footprints by default (the page can ask per photo)."),
+    threads: int = typer.Option(None, "--threads", min=1,
+                                help="CPU threads for encoding/matching (default: all cores but one, so pages and "
+                                     "tiles keep a core while jobs run)."),
 ) -> None:
     """Serve the map page and the job API (POST /api/jobs, GET /api/jobs/ID) that localize uploaded photos."""
     import uvicorn
@@ -37,6 +40,9 @@ def serve(
     if token is None and not _is_loopback(host):
         raise InputError("token", f"required when listening on {host} (not a loopback address): "
                                   f"give a bearer token or set {TOKEN_ENV}")
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
     options = ServiceOptions(token=token, workers=workers, max_queued=queue, refine=refine)
     uvicorn.run(create_app(index, model, checkpoint, options), host=host, port=port, log_level="info")
 

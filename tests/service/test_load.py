@@ -1,11 +1,16 @@
-"""Load on 127.0.0.1 (bounded: 30 uploads, one worker, four queued): no crash, every upload answered
-202 or 429 (with Retry-After), every accepted job finishes, and tile requests stay fast meanwhile."""
+"""Load on 127.0.0.1 (bounded: 30 uploads, one worker, four queued) against `earthloc serve` in its own
+process, as it runs for users: no crash, every upload answered 202 or 429 (with Retry-After), every
+accepted job finishes, and tile requests stay fast meanwhile."""
 
 from __future__ import annotations
 
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +18,7 @@ import numpy as np
 import pytest
 
 from earthloc.geo.tiles import fractional_tile
-from tests.service.conftest import running, wait_job
+from tests.service.conftest import wait_job
 
 pytestmark = pytest.mark.slow
 UPLOADS = 30
@@ -34,48 +39,74 @@ def _tile_urls(info: dict) -> list[str]:
     return urls
 
 
-def test_concurrent_uploads_are_queued_or_refused_and_tiles_stay_fast(small_index):
-    from earthloc.service.app import ServiceOptions, create_app
+@pytest.fixture
+def server(small_index):
+    """`earthloc serve` (one worker, four queue places) on a free port of 127.0.0.1; stopped at the end."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("earthloc")), "serve", "--index", str(small_index.path),
+                             "--port", str(port), "--workers", "1", "--queue", "4"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "earthloc serve did not start"
+            try:
+                if httpx.get(f"{url}/api/info", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        yield url
+        assert proc.poll() is None, "the server died under load"
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
+
+def test_concurrent_uploads_are_queued_or_refused_and_tiles_stay_fast(small_index, server):
     data = small_index.photo.path.read_bytes()
     nadir = {"nadir_lat": str(small_index.photo.nadir[0]), "nadir_lon": str(small_index.photo.nadir[1]), "top_k": "5"}
-    with running(create_app(small_index.path, options=ServiceOptions(workers=1, max_queued=4))) as url:
-        urls = _tile_urls(httpx.get(f"{url}/api/info").json())
-        latencies: list[float] = []
-        stop = threading.Event()
+    url = server
+    urls = _tile_urls(httpx.get(f"{url}/api/info").json())
+    latencies: list[float] = []
+    stop = threading.Event()
 
-        def poll_tiles() -> None:
-            with httpx.Client(base_url=url, timeout=30) as c:
-                for i in range(10**6):
-                    if stop.is_set():
-                        return
-                    t0 = time.perf_counter()
-                    r = c.get(urls[i % len(urls)])
-                    latencies.append(time.perf_counter() - t0)
-                    assert r.status_code in (200, 404), r.text
-                    time.sleep(0.02)
+    def poll_tiles() -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(10**6):
+                if stop.is_set():
+                    return
+                t0 = time.perf_counter()
+                r = c.get(urls[i % len(urls)])
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code in (200, 404), r.text
+                time.sleep(0.02)
 
-        def upload(i: int) -> httpx.Response:
-            with httpx.Client(timeout=120) as c:
-                return c.post(f"{url}/api/jobs", files={"photo": (f"photo-{i}.jpg", data, "image/jpeg")}, data=nadir)
+    def upload(i: int) -> httpx.Response:
+        with httpx.Client(timeout=120) as c:
+            return c.post(f"{url}/api/jobs", files={"photo": (f"photo-{i}.jpg", data, "image/jpeg")}, data=nadir)
 
-        poller = threading.Thread(target=poll_tiles)
-        poller.start()
-        try:
-            with ThreadPoolExecutor(UPLOADS) as pool:
-                answers = list(pool.map(upload, range(UPLOADS)))
-            codes = [r.status_code for r in answers]
-            assert set(codes) <= {202, 429}, codes
-            assert codes.count(202) >= 5 and codes.count(429) >= 1  # one running + four queued at least
-            assert all(int(r.headers["retry-after"]) >= 1 for r in answers if r.status_code == 429)
-            ids = [r.json()["id"] for r in answers if r.status_code == 202]
-            states = [wait_job(url, i, timeout_s=600) for i in ids]  # none lost: each one answers, and finishes
-            assert [s["state"] for s in states] == ["done"] * len(ids), [s.get("error") for s in states]
-            assert all(len(s["result"]["candidates"]) == 5 for s in states)
-        finally:
-            stop.set()
-            poller.join(60)
-        assert httpx.get(f"{url}/api/info").status_code == 200  # still up
+    poller = threading.Thread(target=poll_tiles)
+    poller.start()
+    try:
+        with ThreadPoolExecutor(UPLOADS) as pool:
+            answers = list(pool.map(upload, range(UPLOADS)))
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {202, 429}, codes
+        assert codes.count(202) >= 5 and codes.count(429) >= 1  # one running + four queued at least
+        assert all(int(r.headers["retry-after"]) >= 1 for r in answers if r.status_code == 429)
+        ids = [r.json()["id"] for r in answers if r.status_code == 202]
+        states = [wait_job(url, i, timeout_s=600) for i in ids]  # none lost: each one answers, and finishes
+        assert [s["state"] for s in states] == ["done"] * len(ids), [s.get("error") for s in states]
+        assert all(len(s["result"]["candidates"]) == 5 for s in states)
+    finally:
+        stop.set()
+        poller.join(60)
+    assert httpx.get(f"{url}/api/info").status_code == 200  # still up
     p95 = float(np.percentile(latencies, 95))
     print(f"\n{len(ids)} jobs accepted, {codes.count(429)} refused with 429; {len(latencies)} tile requests while "
           f"they ran: p50 {np.percentile(latencies, 50) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
