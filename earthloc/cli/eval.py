@@ -140,7 +140,7 @@ def photos(
     import shlex
     import sys
 
-    from earthloc.eval.photos import RULES, benchmark, parse_rule
+    from earthloc.eval.photo_benchmark import RULES, benchmark, parse_rule
     from earthloc.eval.report import markdown_table
     from earthloc.photos import load_photos
 

@@ -97,7 +97,7 @@ def _figure(run_file: Path, mrf: str, out: Path, data: Path | None) -> None:
     from earthloc.refine.context import IssMiniContexts
     from earthloc.refine.evaluate import read_run
     from earthloc.refine.iss_mini import load_iss_mini
-    from earthloc.refine.report import figure
+    from earthloc.refine.run_report import figure
 
     root = _iss_mini(data)
     rec = next((r for r in read_run(run_file) if r["mrf"] == mrf), None)
@@ -139,7 +139,7 @@ def report_cmd(
 ) -> None:
     """Recall before/after re-ranking, footprint accuracy and timing, one row per run (markdown)."""
     from earthloc.atomic import write_text
-    from earthloc.refine.report import render
+    from earthloc.refine.run_report import render
 
     text = render(_outcomes(list(runs), data), precision)
     if figure is not None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earthloc.errors import InputError
+from earthloc.geo.areas import TEST_AREAS
 from earthloc.geo.footprint import haversine_km
 from earthloc.geo.tiles import MAX_MERCATOR_LAT, TileBlock, fractional_tile, lonlat_from_fractional
 
@@ -70,8 +71,6 @@ class Region:
     @classmethod
     def area(cls, name: str, radius_km: float = 5000.0) -> "Region":
         """An official test area (alps, texas, toshka, amazon, napa, gobi); default radius = the DB subset's 5000 km."""
-        from earthloc.eval.protocol import TEST_AREAS
-
         key = name.strip().lower()
         if key not in TEST_AREAS:
             raise InputError(f"area {name!r}", f"unknown; known areas: {', '.join(sorted(TEST_AREAS))}")

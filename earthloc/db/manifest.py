@@ -22,6 +22,7 @@ import pandas as pd
 
 from earthloc.atomic import atomic_path
 from earthloc.errors import InputError
+from earthloc.geo.names import scan_db_folder
 
 MANIFEST = "manifest.parquet"
 JOURNAL = "manifest.journal.jsonl"
@@ -74,17 +75,10 @@ def write(db_dir: str | os.PathLike, df: pd.DataFrame) -> Path:
 
 def scan(db_dir: str | os.PathLike) -> pd.DataFrame:
     """Manifest rebuilt from the official file names under ``<db_dir>/database`` (``sha256`` = None)."""
-    from earthloc.geo.names import parse_db_name
-
-    db_dir = Path(db_dir)
     rows = []
-    for p in sorted((db_dir / "database").glob("*/*/*.jpg")):
-        try:
-            name = parse_db_name(p.name)
-        except InputError:
-            continue  # not an official DB image name (e.g. a stray file); verify reports those
+    for name, relpath in scan_db_folder(db_dir):
         row = row_for(name, None)
-        row["path"] = p.relative_to(db_dir).as_posix()
+        row["path"] = relpath
         rows.append(row)
     return frame(rows)
 

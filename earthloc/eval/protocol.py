@@ -26,32 +26,14 @@ import pyproj
 import shapely
 
 from earthloc.errors import InputError
+from earthloc.geo.areas import TEST_AREAS, area_centre
 from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Photo
 
-TEST_AREAS: dict[str, tuple[float, float]] = {
-    "alps": (45.0, 10.0),
-    "texas": (30.0, -95.0),
-    "toshka": (23.0, 30.0),
-    "amazon": (-3.0, -60.0),
-    "napa": (38.0, -122.0),
-    "gobi": (40.0, 105.0),
-}
 PHOTO_RADIUS_KM = 2500.0
 DB_RADIUS_KM = 5000.0
 RECALL_NS = (1, 5, 10, 20, 100)
 CORNER_COLUMNS = ("ll_lat", "ll_lon", "ul_lat", "ul_lon", "ur_lat", "ur_lon", "lr_lat", "lr_lon")
-
-
-def area_centre(area: str | tuple[float, float]) -> tuple[float, float]:
-    """``(lat, lon)`` of a named test area (case-insensitive) or of an explicit ``(lat, lon)``."""
-    if isinstance(area, str):
-        key = area.strip().lower()
-        if key not in TEST_AREAS:
-            raise InputError(area, f"unknown test area; known: {', '.join(TEST_AREAS)}")
-        return TEST_AREAS[key]
-    lat, lon = (float(v) for v in area)
-    return lat, lon
 
 
 # --- selection ---------------------------------------------------------------------------------

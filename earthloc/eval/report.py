@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from earthloc.atomic import write_bytes, write_text
-from earthloc.eval.photos import NS, MethodScore
+from earthloc.eval.photo_benchmark import NS, MethodScore
 
 HIT_COLOURS = {"hit@1": "#1a9641", "hit@10": "#fdae61", "miss": "#d7191c"}
 
@@ -256,7 +256,7 @@ def write_iss_report(out_dir: Path, tables: dict[str, Sequence[MethodScore]], co
     n_photos = max((s.n_photos + len(s.dropped)) for s in first)
     intro = (f"{n_photos} real ISS photos (NASA, public domain) of `iss_mini`; R@N in percent. "
              "See [docs/eval.md](../eval.md) for the counting rules.")
-    prepare = "python -m earthloc.eval.photos out/eval   # iss_mini benchmark DB + lite0-gem index (resumes)"
+    prepare = "python -m earthloc.eval.photo_benchmark out/eval   # iss_mini benchmark DB + lite0-gem index (resumes)"
     return write_report(out_dir, headed, best, f"{prepare}\n{command}", intro=intro, notes=NOTES)
 
 

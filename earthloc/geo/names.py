@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
@@ -297,3 +297,16 @@ def is_official_name(name: str) -> bool:
     Such names are parsed strictly: a wrong field count is an error, not a plain file name."""
     base = _basename(name)
     return base.startswith("@") and base.count("@") >= 3
+
+
+def scan_db_folder(db_dir: str | PurePath) -> list[tuple[DbImageName, str]]:
+    """The DB images of an official-layout folder: ``(name, path relative to db_dir)`` for every
+    ``database/*/*/*.jpg`` with an official name, sorted by path (other files are skipped)."""
+    root = Path(db_dir)
+    out = []
+    for p in sorted((root / "database").glob("*/*/*.jpg")):
+        try:
+            out.append((parse_db_name(p.name), p.relative_to(root).as_posix()))
+        except InputError:
+            continue  # not an official DB image name (e.g. a stray file); db verify reports those
+    return out

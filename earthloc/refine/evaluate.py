@@ -67,7 +67,7 @@ def read_run(path: Path) -> list[dict]:
 
 # --- metrics -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PhotoOutcome:
+class RefinementOutcome:
     """Per-photo facts derived from a run record and the photo's ground truth."""
 
     mrf: str
@@ -85,7 +85,7 @@ class PhotoOutcome:
     iterations: int = 4  # the run's iteration budget
 
 
-def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable | None = None) -> list[PhotoOutcome]:
+def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable | None = None) -> list[RefinementOutcome]:
     """Join run records with ground truth. ``visible_fn(loc) -> list[bool]`` is the nadir filter."""
     by_mrf = {l.photo.mrf: l for l in locs}
     res = []
@@ -106,12 +106,12 @@ def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable
             ctx.append(d.get("reason") != "no context imagery" and d.get("reason") != "missing")
             cen.append(fp)
         vis = visible_fn(loc) if visible_fn else [True] * len(hits)
-        res.append(PhotoOutcome(rec["mrf"], hits, list(vis), inl, acc, cor, cor3, dist, ctx, cen,
+        res.append(RefinementOutcome(rec["mrf"], hits, list(vis), inl, acc, cor, cor3, dist, ctx, cen,
                                 loc.candidates, rec["seconds"], rec.get("iterations", 4)))
     return res
 
 
-def reranked_order(o: PhotoOutcome, keep: list[bool] | None = None,
+def reranked_order(o: RefinementOutcome, keep: list[bool] | None = None,
                    verify_inliers: int = DEFAULT_VERIFY_INLIERS) -> list[int]:
     """Candidate indices after re-ranking (the rule of :func:`earthloc.refine.rerank.rerank_order`)."""
     idx = [i for i in range(len(o.hits)) if keep is None or keep[i]]
@@ -120,13 +120,13 @@ def reranked_order(o: PhotoOutcome, keep: list[bool] | None = None,
     return [idx[j] for j in sub]
 
 
-def _refined(o: PhotoOutcome, order: list[int]) -> int | None:
+def _refined(o: RefinementOutcome, order: list[int]) -> int | None:
     """The candidate (among ``order``) whose refinement is the photo's refined footprint."""
     k = best_refinement([o.accepted[i] for i in order], [o.inliers[i] for i in order])
     return None if k is None else order[k]
 
 
-def calibration_samples(outs: list[PhotoOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_samples(outs: list[RefinementOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(inliers, correct3, photo_index)`` over every candidate that had context imagery."""
     x, y, g = [], [], []
     for k, o in enumerate(outs):
@@ -138,12 +138,12 @@ def calibration_samples(outs: list[PhotoOutcome]) -> tuple[np.ndarray, np.ndarra
     return np.array(x), np.array(y, bool), np.array(g)
 
 
-def calibrate(outs: list[PhotoOutcome], matcher: str, precision: float, data: str = "") -> Calibration:
+def calibrate(outs: list[RefinementOutcome], matcher: str, precision: float, data: str = "") -> Calibration:
     x, y, _ = calibration_samples(outs)
     return fit_calibration(x, y, matcher, precision, n_photos=len(outs), data=data)
 
 
-def leave_one_photo_out(outs: list[PhotoOutcome], matcher: str, precision: float) -> list[Calibration | None]:
+def leave_one_photo_out(outs: list[RefinementOutcome], matcher: str, precision: float) -> list[Calibration | None]:
     """One calibration per photo, fitted on all the *other* photos (``None`` if that fit is impossible)."""
     cals = []
     for k in range(len(outs)):
@@ -155,7 +155,7 @@ def leave_one_photo_out(outs: list[PhotoOutcome], matcher: str, precision: float
     return cals
 
 
-def metrics(outs: list[PhotoOutcome], cv_cals: list[Calibration | None] | None = None) -> dict:
+def metrics(outs: list[RefinementOutcome], cv_cals: list[Calibration | None] | None = None) -> dict:
     """Recall and footprint figures (percent / km / s) over the photos in ``outs``."""
     n = len(outs)
     pct = lambda k: 100.0 * k / n if n else float("nan")  # noqa: E731

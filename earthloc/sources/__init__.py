@@ -3,5 +3,5 @@
 - :class:`.mosaic.MosaicSource`: tiles cut from local georeferenced Web-Mercator mosaics (iss_mini contexts);
 - :class:`.wmts.WmtsSource`: a WMTS/XYZ service over HTTP (EOX s2cloudless by default), cached on disk;
 - :class:`.raster.RasterSource`: one GeoTIFF/COG per year, warped to EPSG:3857;
-- :class:`.official.OfficialSource`: an official-layout DB folder, read-only.
+- :class:`.official_folder.OfficialSource`: an official-layout DB folder, read-only.
 """

@@ -60,7 +60,7 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
 
         return MosaicSource.from_iss_mini(Path(arg) if arg else None)
     if kind == "official" and arg or Path(spec).is_dir():
-        from earthloc.sources.official import OfficialSource
+        from earthloc.sources.official_folder import OfficialSource
 
         return OfficialSource(Path(arg if kind == "official" else spec))
     raise InputError(f"--source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")

@@ -28,7 +28,7 @@ from earthloc.models.preprocess import load_image
 
 
 @dataclass(frozen=True)
-class Region:
+class TrainRegion:
     """One place of one DB folder: ``images`` = ((year, absolute path), ...) sorted by year."""
 
     tile: TileBlock
@@ -45,14 +45,14 @@ class Region:
         return tuple(y for y, _ in self.images)
 
 
-def load_regions(db_dirs: Sequence[Path], min_years: int = 1) -> list[Region]:
+def load_regions(db_dirs: Sequence[Path], min_years: int = 1) -> list[TrainRegion]:
     """All regions of the DB folders (via each folder's manifest), in a stable order.
 
     ``min_years``: drop regions with fewer years (2 = multi-year only). Raises InputError for an empty result.
     """
     from earthloc.db import manifest as db_manifest  # the DB stage; imported late to keep this module light
 
-    regions: list[Region] = []
+    regions: list[TrainRegion] = []
     for db in db_dirs:
         db = Path(db)
         frame = db_manifest.load(db)
@@ -61,7 +61,7 @@ def load_regions(db_dirs: Sequence[Path], min_years: int = 1) -> list[Region]:
             if len(group) < min_years:
                 continue
             images = tuple((int(y), db / p) for y, p in zip(group["year"], group["path"]))
-            regions.append(Region(TileBlock.from_name(str(name)), images, db.name))
+            regions.append(TrainRegion(TileBlock.from_name(str(name)), images, db.name))
     if not regions:
         raise InputError(", ".join(map(str, db_dirs)), f"no DB region with at least {min_years} year(s)")
     return regions
@@ -83,7 +83,7 @@ class ImageCache:
         return t
 
 
-def pick_years(region: Region, n_slots: int, rng: np.random.Generator) -> list[int]:
+def pick_years(region: TrainRegion, n_slots: int, rng: np.random.Generator) -> list[int]:
     """Indices into ``region.images`` for the ``n_slots`` year slots.
 
     Distinct years when the region has enough, else every year once plus random repeats (a repeat lands
@@ -96,7 +96,7 @@ def pick_years(region: Region, n_slots: int, rng: np.random.Generator) -> list[i
     return list(rng.permutation(list(range(n)) + extra))
 
 
-def make_batch(regions: Sequence[Region], ids: Sequence[int], n_slots: int, cache: ImageCache,
+def make_batch(regions: Sequence[TrainRegion], ids: Sequence[int], n_slots: int, cache: ImageCache,
                rng: np.random.Generator) -> torch.Tensor:
     """uint8 images ``[n_slots, len(ids), 3, S, S]``: slot y holds one year of each region."""
     out = torch.empty((n_slots, len(ids), 3, cache.size, cache.size), dtype=torch.uint8)
@@ -149,7 +149,7 @@ class ClusterBatches:
 
 
 @torch.no_grad()
-def encode_regions(model: torch.nn.Module, regions: Sequence[Region], cache: ImageCache, size: int,
+def encode_regions(model: torch.nn.Module, regions: Sequence[TrainRegion], cache: ImageCache, size: int,
                    mean, std, batch_size: int = 32, device: str = "cpu", year_index: int = -1,
                    deadline: float | None = None, progress: bool = False) -> np.ndarray | None:
     """Descriptors ``[N, D]`` float32 of one image per region (default its latest year), no augmentation.

@@ -23,7 +23,7 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
 from earthloc.train.augment import plain
-from earthloc.train.data import ImageCache, Region
+from earthloc.train.data import ImageCache, TrainRegion
 
 DB_ROTATIONS = (0, 90, 180, 270)
 
@@ -33,11 +33,11 @@ class ValSet:
     """``regions`` = the held-out regions (DB = their latest image); ``queries`` = (region index, image
     index, rotation in degrees) for every region with 2+ years."""
 
-    regions: tuple[Region, ...]
+    regions: tuple[TrainRegion, ...]
     queries: tuple[tuple[int, int, float], ...]
 
 
-def make_valset(regions: Sequence[Region], seed: int = 0, rotate: bool = True) -> ValSet:
+def make_valset(regions: Sequence[TrainRegion], seed: int = 0, rotate: bool = True) -> ValSet:
     """Seeded queries over ``regions`` (regions with one year serve as DB distractors only)."""
     rng = np.random.default_rng(seed)
     queries = []

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from earthloc.eval.baselines import expected_random_curve, nadir_lists, random_lists
-from earthloc.eval.photos import centre_positives, reference_lists, score_lists, score_reference, tiles_frame
+from earthloc.eval.photo_benchmark import centre_positives, reference_lists, score_lists, score_reference, tiles_frame
 from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.photos import load_photos
@@ -152,7 +152,7 @@ def test_nadir_lists_sort_by_great_circle_distance():
 @pytest.mark.slow
 def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, iss_photos, tmp_path):
     """Index the small DB of the official fixture (real contexts, our DB builder) and run the benchmark."""
-    from earthloc.eval.photos import benchmark
+    from earthloc.eval.photo_benchmark import benchmark
     from earthloc.index.store import Index
     from earthloc.models.registry import load_model
 
@@ -189,7 +189,7 @@ def test_benchmark_end_to_end_on_a_small_index(official_dataset, shared_data, is
 
 def test_iou_rule_is_stricter_than_overlap():
     from earthloc.errors import InputError
-    from earthloc.eval.photos import parse_rule
+    from earthloc.eval.photo_benchmark import parse_rule
 
     w, s, e, n = A.bounds  # a footprint covering the west quarter of A: IoU with A = 1/4 (lon-linear, same lat span)
     fp = Footprint.from_bounds(w, s, w + (e - w) / 4, n)
@@ -204,7 +204,7 @@ def test_iou_rule_is_stricter_than_overlap():
 
 
 def test_row_label_separates_zero_shot_from_trained_checkpoints():
-    from earthloc.eval.photos import _default_hash, method_label
+    from earthloc.eval.photo_benchmark import _default_hash, method_label
     from earthloc.models.registry import load_model
 
     assert _default_hash("lite0-gem") == load_model("lite0-gem").checkpoint_hash is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from earthloc.eval.photos import MethodScore, PhotoOutcome
+from earthloc.eval.photo_benchmark import MethodScore, PhotoOutcome
 from earthloc.eval.report import markdown_table, official_table, outcome_class, write_report
 
 

@@ -147,7 +147,7 @@ def test_tiles_at_native_and_coarser_zooms_and_world(served):
     """Native-zoom tiles are the DB image's own pixels; a tile one zoom coarser is the 2x2 native tiles
     below it shrunk; outside the DB there is none; the Blue Marble world tiles exist for zooms 0..4."""
     from earthloc.index.store import Index
-    from earthloc.sources.official import OfficialSource
+    from earthloc.sources.official_folder import OfficialSource
 
     url, small = served
     src = OfficialSource(Index.open(small.path).db_dir)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from earthloc.geo.tiles import TileBlock
-from earthloc.train.data import ClusterBatches, Region, pick_years
+from earthloc.train.data import ClusterBatches, TrainRegion, pick_years
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,12 @@ def test_kmeans_groups_similar_features(context_features):
 def test_year_slots():
     rng = np.random.default_rng(0)
     t = TileBlock(12, 2000, 1200)
-    multi = Region(t, tuple((y, Path(f"{y}.jpg")) for y in (1985, 1990, 1995, 2000, 2005)), "x")
+    multi = TrainRegion(t, tuple((y, Path(f"{y}.jpg")) for y in (1985, 1990, 1995, 2000, 2005)), "x")
     for _ in range(20):
         idx = pick_years(multi, 4, rng)
         assert len(set(idx)) == 4  # distinct years when there are enough
-    two = Region(t, ((2019, Path("a")), (2020, Path("b"))), "x")
+    two = TrainRegion(t, ((2019, Path("a")), (2020, Path("b"))), "x")
     assert set(pick_years(two, 4, rng)) == {0, 1}
-    single = Region(t, ((2018, Path("c")),), "iss_mini")
+    single = TrainRegion(t, ((2018, Path("c")),), "iss_mini")
     assert single.aug_only and not multi.aug_only
     assert pick_years(single, 4, rng) == [0, 0, 0, 0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earthloc.refine.evaluate import PhotoOutcome, _refined, leave_one_photo_out, metrics, reranked_order
+from earthloc.refine.evaluate import RefinementOutcome, _refined, leave_one_photo_out, metrics, reranked_order
 from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS
 
 _COLS = ("R@1 given", "R@1 nadir filter", "R@1 re-ranked", "R@1 nadir filter + re-ranked", "R@10 given (ceiling)",
@@ -15,7 +15,7 @@ _COLS = ("R@1 given", "R@1 nadir filter", "R@1 re-ranked", "R@1 nadir filter + r
          "median km refined centre -> true centre", "seconds per photo (median)")
 
 
-def outs_it(outs: list[PhotoOutcome]) -> int:
+def outs_it(outs: list[RefinementOutcome]) -> int:
     """Iterations the run used (stored per record)."""
     return outs[0].iterations if outs else 4
 
@@ -24,7 +24,7 @@ def _fmt(v) -> str:
     return f"{v:.1f}" if isinstance(v, float) else str(v)
 
 
-def render(runs: dict[Path, tuple[str, list[PhotoOutcome]]], precision: float = 0.99) -> str:
+def render(runs: dict[Path, tuple[str, list[RefinementOutcome]]], precision: float = 0.99) -> str:
     """One summary row per run, then per-photo detail of the first run."""
     lines = ["# Refinement and re-ranking on iss_mini", "",
              "Regenerate (one run per matcher; runs resume, about a minute of CPU per photo for xfeat-lg):", "",

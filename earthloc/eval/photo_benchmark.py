@@ -350,7 +350,7 @@ def prepare_iss_mini(out_dir: Path, model_name: str = "lite0-gem", data_dir: Pat
     return db_dir, index_dir
 
 
-if __name__ == "__main__":  # python -m earthloc.eval.photos OUT_DIR [MODEL]
+if __name__ == "__main__":  # python -m earthloc.eval.photo_benchmark OUT_DIR [MODEL]
     import sys
 
     print(*prepare_iss_mini(Path(sys.argv[1]), *(sys.argv[2:3] or ["lite0-gem"])), sep="\n")

@@ -10,7 +10,7 @@ from earthloc.db.build import build_db
 from earthloc.db.grid import places_covered
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.official import OfficialSource
+from earthloc.sources.official_folder import OfficialSource
 
 
 def test_tiles_come_back_from_the_db_images_and_rebuild_identically(mini, context, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from earthloc.errors import InputError
+from earthloc.geo.names import scan_db_folder
 from earthloc.geo.tiles import TILE_PX
 from earthloc.sources.base import DecodedImages
 
@@ -21,18 +22,15 @@ class OfficialSource:
     """A :class:`~earthloc.sources.base.TileSource` over an official-layout folder (or one built by earthloc)."""
 
     def __init__(self, db_dir: str | Path, cache_images: int = 32):
-        from earthloc.db import manifest
-
         self.db_dir = Path(db_dir)
-        df = manifest.load(self.db_dir)
-        if df.empty:
+        if not self.db_dir.is_dir():
+            raise InputError(self.db_dir, "DB folder not found")
+        images = scan_db_folder(self.db_dir)
+        if not images:
             raise InputError(self.db_dir, "no official DB images found under database/")
-        self._paths = {
-            (int(r.zoom), int(r.row), int(r.col), int(r.year)): self.db_dir / r.path
-            for r in df[["zoom", "row", "col", "year", "path"]].itertuples(index=False)
-        }
-        self._years = tuple(sorted(set(int(y) for y in df.year)))
-        self._zooms = tuple(sorted(set(int(z) for z in df.zoom)))
+        self._paths = {(n.tile.zoom, n.tile.row, n.tile.col, int(n.year)): self.db_dir / rel for n, rel in images}
+        self._years = tuple(sorted({k[3] for k in self._paths}))
+        self._zooms = tuple(sorted({k[0] for k in self._paths}))
         self._images = DecodedImages(cache_images, "DB image")
 
     @property
