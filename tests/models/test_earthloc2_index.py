@@ -1,0 +1,51 @@
+"""EarthLoc2 through the unchanged index and locate code: 3072-d vectors, its 518-px preprocessing recorded in
+the index, a rotated real DB image found with its rotation. Random weights (seeded), three real DB images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from earthloc.errors import InputError
+from earthloc.index.store import Index
+from earthloc.locate import Locator
+from earthloc.records import Photo
+
+CONTEXT = "14_6410_9928"  # a real Sentinel-2 context (Turkey/Syria, z14)
+
+
+@pytest.mark.slow
+def test_index_build_and_locate_with_earthloc2(shared_data, tmp_path):
+    from earthloc.db.build import build_db
+    from earthloc.demo import demo_places
+    from earthloc.models.registry import load_model
+    from earthloc.sources.mosaic import MosaicSource
+
+    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    [mosaic] = [m for m in source.mosaics if m.path.stem == CONTEXT]
+    build_db(source, demo_places(source, [mosaic])[:3], [2018], tmp_path / "db", workers=1, progress=False)
+    torch.manual_seed(0)
+    model = load_model("earthloc2", pretrained=False)
+    index = Index.build(tmp_path / "db", model, tmp_path / "index", batch_size=2, progress=False)
+    assert len(index) == 3 and index.dim == 3072
+    meta = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert meta["model"]["name"] == "earthloc2" and meta["model"]["image_size"] == 518
+    assert json.loads(meta["model"]["preprocessing"]) == {"size": 518, "mean": [0.485, 0.456, 0.406],
+                                                          "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}
+
+    reopened = Index.open(tmp_path / "index", model=model)
+    with pytest.raises(InputError, match="index was built with model 'earthloc2'"):
+        Locator(reopened, load_model("lite0-gem"))
+
+    row = reopened.manifest.iloc[1]
+    img = Image.open(reopened.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
+    img.save(tmp_path / "rot.png")
+    photo = Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))
+    res = Locator(reopened, model, batch_size=2).locate(photo, top_k=3)
+    assert res.error is None and len(res.candidates) == 3
+    best = res.candidates[0]
+    assert (best.tile.name, best.rotation_deg) == (row.tile, 90)
+    assert best.score > 0.98
