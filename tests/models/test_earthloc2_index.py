@@ -12,6 +12,8 @@ from PIL import Image
 from earthloc.errors import InputError
 from earthloc.index.store import Index
 from earthloc.locate import Locator
+from earthloc.models.encoders import LocalEncoder
+from earthloc.pipeline import LocateOptions, localize
 from earthloc.records import Photo
 
 CONTEXT = "14_6410_9928"  # a real Sentinel-2 context (Turkey/Syria, z14)
@@ -29,7 +31,7 @@ def test_index_build_and_locate_with_earthloc2(shared_data, tmp_path):
     build_db(source, demo_places(source, [mosaic])[:3], [2018], tmp_path / "db", workers=1, progress=False)
     torch.manual_seed(0)
     model = load_model("earthloc2", pretrained=False)
-    index = Index.build(tmp_path / "db", model, tmp_path / "index", batch_size=2, progress=False)
+    index = Index.build(tmp_path / "db", LocalEncoder(model, batch_size=2), tmp_path / "index", progress=False)
     assert len(index) == 3 and index.dim == 3072
     meta = json.loads((tmp_path / "index" / "index.json").read_text())
     assert meta["model"]["name"] == "earthloc2" and meta["model"]["image_size"] == 518
@@ -44,7 +46,7 @@ def test_index_build_and_locate_with_earthloc2(shared_data, tmp_path):
     img = Image.open(reopened.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
     img.save(tmp_path / "rot.png")
     photo = Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))
-    res = Locator(reopened, model, batch_size=2).locate(photo, top_k=3)
+    [res] = localize(Locator(reopened, LocalEncoder(model, batch_size=2)), [photo], LocateOptions(top_k=3))
     assert res.error is None and len(res.candidates) == 3
     best = res.candidates[0]
     assert (best.tile.name, best.rotation_deg) == (row.tile, 90)
