@@ -232,10 +232,10 @@ html, body, #map {{ margin: 0; height: 100%; }}</style>
 <script>{renderer}</script>
 <script>
 const DATA = {data};
-const map = L.map("map", {{worldCopyJump: true}});
+const map = L.map("map", {{worldCopyJump: true, minZoom: 2}});
 earthloc.offlineWorld(DATA.world).addTo(map);
-const groups = {{}};
-for (const ev of DATA.photos) groups[ev.mrf + (ev.error ? " (error)" : "")] = earthloc.drawEvidence(ev).addTo(map);
+const groups = {{}}, disks = DATA.photos.length <= 3;  // many photos: their overlapping disks would hide the rest
+for (const ev of DATA.photos) groups[ev.mrf + (ev.error ? " (error)" : "")] = earthloc.drawEvidence(ev, {{disk: disks}}).addTo(map);
 L.control.layers(null, groups, {{collapsed: DATA.photos.length > 8}}).addTo(map);
 earthloc.legend().addTo(map);
 earthloc.photoOpacity(map).addTo(map);

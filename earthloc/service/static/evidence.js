@@ -24,12 +24,15 @@
 
   // One photo's evidence as a feature group: visible disk and nadir, candidate DB images on their
   // footprints (best on top), the photo warped onto its refined footprint, NASA's centre/footprint.
-  function drawEvidence(ev) {
+  // opts.disk: draw the visible disk (default true; a map of many photos leaves it out).
+  function drawEvidence(ev, opts = {}) {
     const g = L.featureGroup();
     const name = esc(ev.mrf);
     if (ev.disk) {
-      L.polygon(ev.disk, {color: C.nadir, weight: 1.5, dashArray: "6 6", fillOpacity: 0.04, interactive: false})
-        .addTo(g);
+      if (opts.disk !== false) {
+        L.polygon(ev.disk, {color: C.nadir, weight: 1.5, dashArray: "6 6", fillOpacity: 0.04, interactive: false})
+          .addTo(g);
+      }
       L.circleMarker(ev.nadir, {radius: 6, color: "#fff", weight: 2, fillColor: C.nadir, fillOpacity: 1})
         .bindTooltip(`${name}: ISS nadir ${ev.nadir[0].toFixed(1)}, ${ev.nadir[1].toFixed(1)}; ` +
                      `visible disk ${Math.round(ev.radius_km)} km`).addTo(g);
