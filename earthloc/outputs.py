@@ -274,7 +274,7 @@ def render(locs: Sequence[Localization], fmt: str) -> str:
         return to_csv(locs)
     if fmt == "kml":
         return to_kml(locs)
-    raise InputError("--format", f"unknown format {fmt!r}; use one of {', '.join(f for f in FORMATS if f != 'html')}")
+    raise InputError("format", f"unknown format {fmt!r}; use one of {', '.join(f for f in FORMATS if f != 'html')}")
 
 
 def write(locs: Sequence[Localization], path: Path, fmt: str | None = None) -> None:

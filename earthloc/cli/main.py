@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import typer
 from typer._click import exceptions as click_exc  # Typer vendors Click: its exceptions live here
 
+from earthloc.cli.flags import error_line
 from earthloc.errors import InputError
 
 app = typer.Typer(
@@ -103,7 +104,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         if debug:
             raise
-        typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+        typer.echo(f"error: {error_line(err)}", err=True)  # parameters named by their flags
         return 2
     except OSError as err:
         if debug or err.filename is None and err.errno != errno.ENOSPC:

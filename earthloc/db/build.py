@@ -180,7 +180,7 @@ def start_build(years_served: Sequence[int], places: Iterable[TileBlock], years:
     if bad_years:
         raise InputError(f"years {bad_years}", f"not served by this source (it has {list(years_served)})")
     if not 16 <= size <= 4096:
-        raise InputError(f"--size {size}", "DB images must be 16 to 4096 pixels per side")
+        raise InputError(f"size {size}", "DB images must be 16 to 4096 pixels per side")
     plan = _plan(places, years)
     for stale in (out_dir / "database").glob("*/*/.*.tmp"):  # temp files of a killed run (never renamed)
         stale.unlink(missing_ok=True)

@@ -284,5 +284,5 @@ def select_places(
             keep += [b for b, k in zip(blocks, mask) if k]
         return keep
     if region is None:
-        raise InputError("--region", "required for a tile service: world, bbox:W,S,E,N, circle:LAT,LON,KM or an area")
+        raise InputError("region", "required for a tile service: world, bbox:W,S,E,N, circle:LAT,LON,KM or an area")
     return places(zooms or DEFAULT_ZOOMS, region, max_abs_lat, land_only, min_land)

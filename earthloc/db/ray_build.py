@@ -261,7 +261,7 @@ def build_db_on_ray(
                     raise
                 except ray.exceptions.RayError as err:  # its worker or node died: run the batch again
                     if attempts >= max_resubmits:
-                        raise InputError(f"--ray {address}", f"a batch failed {attempts + 1} times, last: "
+                        raise InputError(f"address {address}", f"a batch failed {attempts + 1} times, last: "
                                                              f"{type(err).__name__}") from err
                     resubmitted += 1
                     submit(i, attempts + 1)

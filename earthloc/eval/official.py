@@ -308,7 +308,7 @@ def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarra
 def _check_areas(areas: Sequence[str] | None) -> list[str]:
     areas = list(areas or protocol.TEST_AREAS)
     if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
-        raise InputError("--area", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
+        raise InputError("areas", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
     return areas
 
 
@@ -351,7 +351,7 @@ def run_official(
     ``model``: a loaded descriptor model (:func:`earthloc.models.registry.load_model`).
     """
     if rotations not in ("db", "query"):
-        raise InputError("--rotations", f"must be 'db' or 'query', got {rotations!r}")
+        raise InputError("rotations", f"must be 'db' or 'query', got {rotations!r}")
     areas = _check_areas(areas)
     db_frame, photos, year = load_dataset(Path(dataset), year)
     db_rot, q_rot = (ROTATIONS, (0,)) if rotations == "db" else ((0,), ROTATIONS)

@@ -74,7 +74,7 @@ def parse_rule(rule: str) -> tuple[str, float]:
             t = -1.0
         if 0 < t <= 1:
             return "footprint", t
-    raise InputError("--rule", f"unknown positive rule {rule!r}; use centre, footprint or iou>=T (0 < T <= 1)")
+    raise InputError("rule", f"unknown positive rule {rule!r}; use centre, footprint or iou>=T (0 < T <= 1)")
 
 
 def positives(photo: Photo, frame: pd.DataFrame, rule: str) -> np.ndarray | None:
@@ -271,7 +271,7 @@ def benchmark(
     from earthloc.index.store import manifest_digest
 
     if not index_dirs:
-        raise InputError("--index", "give at least one index folder")
+        raise InputError("index_dirs", "give at least one index folder")
     loaded = [_load_locator(Path(d), checkpoints) for d in index_dirs]
     default_hash = {idx.model_name: _default_hash(idx.model_name) for _, idx in loaded}
     db = loaded[0][1].manifest

@@ -250,5 +250,5 @@ def db_for_year(db_frame: pd.DataFrame, year: int | None = None) -> tuple[pd.Dat
     years = sorted(int(y) for y in db_frame["year"].unique())
     pick = year if year is not None else (2021 if 2021 in years else years[-1])
     if pick not in years:
-        raise InputError("--year", f"no DB images of {pick}; the DB has {years}")
+        raise InputError("year", f"no DB images of {pick}; the DB has {years}")
     return db_frame[db_frame["year"].to_numpy() == pick], pick

@@ -166,14 +166,14 @@ def _new_faiss(dim: int, precision: str, train: np.ndarray) -> faiss.Index:
         return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     if precision == "pq":
         if dim % PQ_SUBVECTOR_DIM:
-            raise InputError("--precision pq", f"descriptor size {dim} is not a multiple of {PQ_SUBVECTOR_DIM}")
+            raise InputError("precision pq", f"descriptor size {dim} is not a multiple of {PQ_SUBVECTOR_DIM}")
         if len(train) < 2**PQ_BITS:
-            raise InputError("--precision pq", f"PQ needs at least {2**PQ_BITS} vectors to train, got {len(train)}")
+            raise InputError("precision pq", f"PQ needs at least {2**PQ_BITS} vectors to train, got {len(train)}")
         index = faiss.IndexPQ(dim, dim // PQ_SUBVECTOR_DIM, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
         index.pq.cp.min_points_per_centroid = 1  # small DBs: train anyway (>= 256 checked above), no warning per sub-quantizer
         index.train(np.ascontiguousarray(train, dtype=np.float32))
         return index
-    raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    raise InputError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 class Index:
@@ -249,7 +249,7 @@ class Index:
         Rows are re-ordered into geo cells; vectors are expected L2-normalised.
         """
         if rotations not in ("query", "db"):
-            raise InputError("--rotations", f"must be 'query' or 'db', got {rotations!r}")
+            raise InputError("rotations", f"must be 'query' or 'db', got {rotations!r}")
         db_rotations = (0,) if rotations == "query" else ROTATIONS
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 3 or vectors.shape[0] != len(manifest) or vectors.shape[1] != len(db_rotations):

@@ -86,11 +86,11 @@ def ray_session(address: str, cpus_per_task: int):
     """Ray, initialised for ``address`` (``local``, ``auto`` or a cluster address); shut down afterwards
     only if this call started it (a caller's own ``ray.init`` is joined and left running)."""
     if cpus_per_task < 1:
-        raise InputError("--ray-cpus", f"must be >= 1, got {cpus_per_task}")
+        raise InputError("cpus", f"must be >= 1, got {cpus_per_task}")
     try:
         import ray  # heavy optional backend: only when asked for
     except ImportError as err:
-        raise InputError("--ray", "Ray is not installed here: pip install 'earthloc[ray]'") from err
+        raise InputError("address", "Ray is not installed here: pip install 'earthloc[ray]'") from err
     started = False
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -99,7 +99,7 @@ def ray_session(address: str, cpus_per_task: int):
             # /tmp/ray/ray_current_cluster names (another user's, or a dead one, on a shared machine)
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise InputError(f"--ray {address}", f"cannot join a Ray cluster there ({err}); start one with "
+            raise InputError(f"address {address}", f"cannot join a Ray cluster there ({err}); start one with "
                                                  "`ray start --head`, or use --ray local") from err
         started = True
     try:
@@ -123,7 +123,7 @@ class RayEncoder:
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
-            raise InputError("--ray-cpus", f"must be >= 1, got {self.cpus}")
+            raise InputError("cpus", f"must be >= 1, got {self.cpus}")
         self.device = resolve_device(self.device)
 
     def encode(self, items: Sequence[Item], rotations: Sequence[int]) -> np.ndarray:

@@ -262,12 +262,12 @@ def resolve_device(device: str = "cpu") -> str:
     if device == "cpu":
         return device
     if not device.startswith("cuda"):
-        raise InputError(f"--device {device}", "must be cpu, cuda, cuda:N or auto")
+        raise InputError(f"device {device}", "must be cpu, cuda, cuda:N or auto")
     if not torch.cuda.is_available():
-        raise InputError(f"--device {device}", "no CUDA GPU is visible to PyTorch here")
+        raise InputError(f"device {device}", "no CUDA GPU is visible to PyTorch here")
     index = int(device.split(":")[1]) if ":" in device else 0
     if index >= torch.cuda.device_count():
-        raise InputError(f"--device {device}", f"only {torch.cuda.device_count()} CUDA device(s) visible")
+        raise InputError(f"device {device}", f"only {torch.cuda.device_count()} CUDA device(s) visible")
     return device
 
 

@@ -150,7 +150,7 @@ class DbRefiner:
     def open(cls, db_dir: Path | None, matcher_name: str = "xfeat-lg") -> "DbRefiner":
         """The refiner over ``db_dir``; a missing DB folder or unknown matcher -> :class:`InputError`."""
         if db_dir is None or not Path(db_dir).is_dir():
-            raise InputError("--refine", f"needs the DB images; the index's DB folder {db_dir} is not there")
+            raise InputError("refine", f"needs the DB images; the index's DB folder {db_dir} is not there")
         return cls(DbContexts(Path(db_dir)), load_matcher(matcher_name), load_calibration(matcher_name))
 
     def refine(self, loc: Localization, photo: np.ndarray | None = None, top_k: int | None = None) -> Localization:

@@ -50,7 +50,7 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
         for item in arg.split(","):
             y, eq, p = item.partition("=")
             if not eq or not y.strip().isdigit():
-                raise InputError(f"--source {spec}", f"expected YEAR=PATH, got {item!r}")
+                raise InputError(f"source {spec}", f"expected YEAR=PATH, got {item!r}")
             if not Path(p).is_file():
                 raise InputError(p, "raster not found")
             paths[int(y)] = Path(p)
@@ -63,4 +63,4 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
         from earthloc.sources.official_folder import OfficialSource
 
         return OfficialSource(Path(arg if kind == "official" else spec))
-    raise InputError(f"--source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")
+    raise InputError(f"source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")

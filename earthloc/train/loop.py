@@ -166,19 +166,19 @@ def _train(cfg: TrainConfig) -> TrainResult:
     model = load_model(cfg.model, checkpoint=cfg.init_checkpoint, pretrained=not cfg.random_init)
     size = cfg.image_size or model.image_size
     if size % 32:
-        raise InputError(f"--image-size {size}", "must be a multiple of 32")
+        raise InputError(f"image_size {size}", "must be a multiple of 32")
     if size != model.image_size:  # GeM takes any size; MixVPR heads are built for one feature-map size
         try:
             with torch.no_grad():
                 model.eval()(torch.zeros(1, 3, size, size))
         except RuntimeError:
-            raise InputError(f"--image-size {size}", f"model {cfg.model} only takes {model.image_size}-px inputs "
+            raise InputError(f"image_size {size}", f"model {cfg.model} only takes {model.image_size}-px inputs "
                                                      "(its head has a fixed spatial size)") from None
     load_size = cfg.load_size or int(round(size * 2.5))
     prep = model.preprocessing
     n_trainable = freeze(model, cfg.freeze if cfg.freeze is not None else default_frozen(cfg.model))
     if n_trainable == 0:
-        raise InputError("--freeze", "every parameter is frozen; nothing to train")
+        raise InputError("freeze", "every parameter is frozen; nothing to train")
     model.to(device).train()
 
     regions = load_regions([Path(d) for d in cfg.dbs])
