@@ -89,28 +89,34 @@ def from_dict(d: dict) -> Localization:
 
 
 # --- JSON lines ---------------------------------------------------------------------------
-def append_jsonl(path: Path, loc: Localization) -> None:
-    """Append one line and flush it to disk (a batch's progress file: append-only, crash-safe per line)."""
+def append_jsonl(path: Path, loc: Localization, **fields) -> None:
+    """Append one line and flush it to disk (a batch's progress file: append-only, crash-safe per line).
+    ``fields``: extra JSON keys stored on the line (e.g. the digest of what produced the record)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(to_dict(loc)) + "\n")
+        f.write(json.dumps({**to_dict(loc), **fields}) + "\n")
         f.flush()
 
 
-def read_jsonl(path: Path) -> list[Localization]:
-    """Localizations of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+def read_jsonl_rows(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
     out = []
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            out.append(from_dict(json.loads(line)))
+            out.append(json.loads(line))
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break
             raise InputError(path, f"line {i + 1} is not valid JSON") from None
     return out
+
+
+def read_jsonl(path: Path) -> list[Localization]:
+    """Localizations of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+    return [from_dict(row) for row in read_jsonl_rows(path)]
 
 
 def to_jsonl(locs: Iterable[Localization]) -> str:

@@ -14,14 +14,18 @@ function called in :func:`_finish`.
 
 A photo that fails (unreadable image, no nadir/time) becomes a :class:`Localization` with ``error``
 set and the others go on. With a progress file (JSON lines, append-only) every FINAL record (refined
-when refinement is on) is appended as soon as it exists, and a rerun skips the photos done there.
+when refinement is on) is appended as soon as it exists with the digest of everything that produced it
+(:func:`record_key`), and a rerun skips the photos done there with the same inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,7 +36,7 @@ from tqdm import tqdm
 
 from earthloc import outputs
 from earthloc.errors import InputError
-from earthloc.index.store import Index
+from earthloc.index.store import Index, ModelIdentity
 from earthloc.locate import Locator
 from earthloc.models.encoders import Encoder, LocalEncoder
 from earthloc.models.preprocess import load_image
@@ -49,6 +53,10 @@ OnEvent = Callable[[str, int, int], None]
 have passed it (``encoding`` counts photos whose batch is encoded)."""
 
 STAGES = ("decoding", "encoding", "searching", "refining", "done")
+
+# Smallest photo side worth searching: the models look at 320 px, a photo under 64 px per side holds
+# (upscaled 5x) no landform a DB image could match.
+MIN_PHOTO_SIDE_PX = 64
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,11 @@ def prepare(locator: Locator, photo: Photo) -> Prepared:
     if photo.path is None:
         raise InputError(photo.mrf, "no image file for this photo")
     resolved = locator.resolve(photo)
-    return Prepared(resolved, load_image(resolved.path))
+    image = load_image(resolved.path)
+    if min(image.size) < MIN_PHOTO_SIDE_PX:
+        raise InputError(resolved.path, f"{image.width}x{image.height} px is too small to localize (a photo needs "
+                                        f"at least {MIN_PHOTO_SIDE_PX} px per side)")
+    return Prepared(resolved, image)
 
 
 def encode(locator: Locator, batches: Iterable[Sequence[Prepared]]) -> Iterator[np.ndarray]:
@@ -155,8 +167,15 @@ def encode(locator: Locator, batches: Iterable[Sequence[Prepared]]) -> Iterator[
 
 
 def search(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions) -> Localization:
-    """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk."""
-    return locator.rank(prepared.photo, descriptors, options.top_k)
+    """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk; an error
+    record when that disk holds no DB image of the index (the index does not cover the place)."""
+    loc = locator.rank(prepared.photo, descriptors, options.top_k)
+    p = prepared.photo
+    if not loc.candidates and p.nadir is not None:
+        return replace(loc, error=f"{p.mrf}: no DB image of the index lies in the area visible from the ISS at "
+                                  f"nadir {p.nadir[0]:.3f},{p.nadir[1]:.3f} ({p.altitude_km:.0f} km up): "
+                                  "the index does not cover this place")
+    return loc
 
 
 def refine(refiner: DbRefiner, loc: Localization, prepared: Prepared, options: LocateOptions) -> Localization:
@@ -249,31 +268,79 @@ def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions =
              progress: bool = False) -> list[Localization]:
     """Localize ``photos``, resumably; one final :class:`Localization` per photo, in input order.
 
-    With ``progress_file``, photos whose final record is there already are not redone (failed ones
-    are retried) and each new record is appended as soon as it exists. ``progress``: a progress bar.
+    With ``progress_file``, a photo whose final record is there already is not redone when everything
+    that produced that record is the same (:func:`record_key`: photo bytes, position, time, altitude,
+    options, index and model); otherwise it is recomputed, and failed ones are retried. Each new record
+    is appended as soon as it exists. Photos given twice with the same inputs are localized once; with
+    different inputs (e.g. a repeated MRF with another nadir) each keeps its own result.
+    ``progress``: a progress bar.
     """
+    run = run_digest(locator, options)
+    keys = [record_key(p, run) for p in photos]
     done = read_progress(progress_file, options)
-    todo = [p for p in photos if progress_key(p) not in done]
+    todo = list({k: p for p, k in zip(photos, keys) if k not in done}.items())  # one per distinct key
+    _tell_stale(progress_file, [p for _, p in todo])
     results = dict(done)
     with tqdm(total=len(todo), desc="locating", unit="photo", disable=not progress or not todo) as bar:
-        for photo, loc in zip(todo, localize_stream(locator, todo, options, on_event)):
-            results[progress_key(photo)] = loc
+        for (key, _), loc in zip(todo, localize_stream(locator, [p for _, p in todo], options, on_event)):
+            results[key] = loc
             if progress_file is not None:
-                outputs.append_jsonl(Path(progress_file), loc)
+                outputs.append_jsonl(Path(progress_file), loc, inputs=key)
             bar.update(1)
-    return [results[progress_key(p)] for p in photos]
+    return [results[k] for k in keys]
 
 
 # --- the progress file (the one place that reads and keys it) ------------------------------------
+def run_digest(locator: Locator, options: LocateOptions) -> str:
+    """SHA-256 of what, besides the photo, produces a record: the index (its metadata: DB manifest
+    digest, rotations, precision, model identity), the query model's identity, the search settings
+    and ``options``."""
+    run = {"index": locator.index.meta, "model": asdict(ModelIdentity.of(locator.model)),
+           "search": {"max_off_nadir_deg": locator.max_off_nadir_deg, "require_area": locator.require_area,
+                      "merge_years": locator.merge_years, "query_rotations": list(locator.query_rotations)},
+           "options": asdict(options)}
+    return _sha256(run)
+
+
+def record_key(photo: Photo, run: str) -> str:
+    """SHA-256 identifying one record: ``run`` (:func:`run_digest`), every field of the photo as
+    given (path, MRF, nadir, time, altitude, ground truth, metadata) and the SHA-256 of its bytes."""
+    return _sha256({"run": run, "photo": asdict(photo), "bytes": _file_sha256(photo.path)})
+
+
+def _sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_sha256(path: Path | None) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, TypeError):  # no file (yet): the photo's own error row says so
+        return None
+
+
 def progress_key(photo: Photo) -> str:
-    """Identifies a photo in a progress file: its path if known, else its MRF."""
+    """Names a photo in a progress file: its path if known, else its MRF (for messages)."""
     return outputs.photo_key(photo)
 
 
 def read_progress(progress_file: Path | None, options: LocateOptions) -> dict[str, Localization]:
-    """The reusable records of a progress file by :func:`progress_key` (later lines win): not failed,
-    and refined when ``options`` ask for refinement."""
+    """The reusable records of a progress file by :func:`record_key` (later lines win): not failed,
+    and refined when ``options`` ask for refinement. Lines without a key (older files) are not reused."""
     if progress_file is None or not Path(progress_file).exists():
         return {}
-    rows = {progress_key(loc.photo): loc for loc in outputs.read_jsonl(Path(progress_file))}
+    rows = {row["inputs"]: outputs.from_dict(row) for row in outputs.read_jsonl_rows(Path(progress_file))
+            if row.get("inputs")}
     return {k: loc for k, loc in rows.items() if not loc.error and (not options.refine or loc.inliers is not None)}
+
+
+def _tell_stale(progress_file: Path | None, todo: Sequence[Photo]) -> None:
+    """Say on stderr how many photos of the progress file are redone because their inputs changed."""
+    if progress_file is None or not Path(progress_file).exists() or not todo:
+        return
+    known = {progress_key(outputs.from_dict(row).photo) for row in outputs.read_jsonl_rows(Path(progress_file))}
+    redone = sum(progress_key(p) in known for p in todo)
+    if redone:
+        tqdm.write(f"{progress_file}: {redone} photo(s) recomputed: their earlier records came from other "
+                   "inputs (photo, position, options, index or model) or failed", file=sys.stderr)

@@ -4,7 +4,8 @@
   of the visible disk, at the geometric horizon or at a maximum camera off-nadir angle.
 * :func:`iss_state`: ISS sub-satellite point (WGS84 geodetic) and height at a UTC time, propagated
   with SGP4 (``sgp4``; UT1 and GMST from ``skyfield``; geodetic from ``pyproj``) from the TLE closest
-  in epoch in ``orbits/iss_tle.txt`` (49,359 TLEs 1998-2024, not chronological: sorted once, cached).
+  in epoch in the packaged TLE history (49,359 TLEs 1998-2024, not chronological: sorted once, cached)
+  or in ``$EARTHLOC_TLE``, a newer file.
 * :func:`ground_track` / :func:`closest_track_point` / :func:`time_from_nadir`: where on a UTC day's
   ground track a nadir lies (recovers the exposure time of a photo known by its date and nadir).
 * :func:`in_visible_disk`: which points (e.g. DB image centres) lie in the disk.
@@ -12,7 +13,10 @@
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -21,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import pyproj
 
-from earthloc.config import data_dir
 from earthloc.errors import InputError
 from earthloc.geo.footprint import EARTH_RADIUS_KM, haversine_km
 
@@ -92,18 +95,37 @@ def _tle_epoch_s(line1: str) -> float:
     return (datetime(year, 1, 1, tzinfo=timezone.utc) - _EPOCH0).total_seconds() + (doy - 1.0) * 86400.0
 
 
+TLE_ENV = "EARTHLOC_TLE"
+# The ISS TLE history that comes with earthloc (from the astro-pi-replay 1.4.3 wheel, BSD-3-Clause, its
+# licence beside it; tools/vendor_iss_tle.py makes it): 49,359 TLEs 1998-11-20 .. 2024-09-09.
+PACKAGED_TLE = Path(__file__).resolve().parent / "data" / "iss_tle.txt.xz"
+
+
 def default_tle_path() -> Path:
-    return data_dir() / "orbits" / "iss_tle.txt"
+    """``$EARTHLOC_TLE`` (a newer TLE file: plain text, .gz or .xz) if set, else the packaged history."""
+    env = os.environ.get(TLE_ENV)
+    return Path(env).expanduser() if env else PACKAGED_TLE
+
+
+def _read_text(path: Path) -> str:
+    opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix, open)
+    with opener(path, "rt", encoding="ascii") as f:
+        return f.read()
+
+
+def load_tles(path: Path | str | None = None) -> _Tles:
+    """Parse a TLE file (2-line or 3-line with names; plain, .gz or .xz) once; entries sorted by epoch.
+    Default: :func:`default_tle_path`."""
+    return _load_tles(Path(path) if path is not None else default_tle_path())
 
 
 @lru_cache(maxsize=4)
-def load_tles(path: Path | str | None = None) -> _Tles:
-    """Parse a TLE file (2-line or 3-line with names) once; entries sorted by epoch."""
-    path = Path(path) if path is not None else default_tle_path()
+def _load_tles(path: Path) -> _Tles:
     try:
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(path, f"cannot read TLE file ({type(err).__name__})") from None
+        text = _read_text(path)
+    except (OSError, UnicodeDecodeError, EOFError, lzma.LZMAError) as err:
+        hint = f" (set {TLE_ENV} to a readable TLE file)" if os.environ.get(TLE_ENV) else ""
+        raise InputError(path, f"cannot read TLE file ({type(err).__name__}){hint}") from None
     rows = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
     pairs = []
     i = 0
