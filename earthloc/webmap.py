@@ -37,6 +37,8 @@ from PIL import Image
 from earthloc.atomic import atomic_path
 from earthloc.geo.footprint import EARTH_RADIUS_KM, Footprint
 from earthloc.geo.tiles import TILE_PX, fractional_tile, lonlat_from_fractional
+from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km
+from earthloc.models.preprocess import load_image
 from earthloc.records import Localization
 
 STATIC = Path(__file__).with_name("service") / "static"
@@ -171,8 +173,6 @@ def _photo_pixels(loc: Localization, photo: np.ndarray | None) -> np.ndarray | N
         return photo
     if loc.photo.path is None or not Path(loc.photo.path).is_file():
         return None
-    from earthloc.models.preprocess import load_image
-
     img = load_image(loc.photo.path)
     img.thumbnail((2 * PHOTO_PX, 2 * PHOTO_PX))
     return np.asarray(img)
@@ -184,8 +184,6 @@ def evidence(loc: Localization, photo: np.ndarray | None = None, max_candidates:
     ``photo``: the photo's RGB pixels (H, W, 3) uint8 if already decoded (else read from its path when
     the localization has a refined footprint to warp it onto).
     """
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km
-
     p = loc.photo
     out: dict = {"mrf": p.mrf, "error": loc.error, "candidates": [], "photo": None, "nadir": None, "disk": None,
                  "true_centre": list(p.centre) if p.centre else None,

@@ -46,6 +46,7 @@ from PIL import Image
 
 from earthloc import outputs, webmap
 from earthloc.errors import InputError
+from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km
 from earthloc.photos import parse_utc, photo_from_file
 from earthloc.pipeline import LocateOptions, locate_one, open_locator
 from earthloc.records import Localization, Photo
@@ -277,8 +278,6 @@ def _empty_reason(locator, loc: Localization) -> str | None:
     """Why a localization has no candidate, in words (None when it has some)."""
     if loc.candidates or loc.error:
         return None
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, horizon_radius_km
-
     p = loc.photo
     radius = horizon_radius_km(p.altitude_km or DEFAULT_ISS_ALTITUDE_KM)
     (s, w), (n, e) = _index_extent(locator.index)

@@ -73,6 +73,7 @@ class JobQueue:
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """The job with this id (None: unknown or forgotten); read its fields under :meth:`snapshot` when running."""
         with self._lock:
             return self._jobs.get(job_id)
 
