@@ -32,6 +32,7 @@ from earthloc.config import data_dir
 from earthloc.errors import InputError
 from earthloc.geo.footprint import haversine_km
 from earthloc.geo.tiles import TileBlock
+from earthloc.geo.visibility import in_visible_disk
 from earthloc.records import Localization
 
 MODEL = "lite0-gem"
@@ -87,14 +88,12 @@ def demo_places(source, mosaics: Sequence | None = None) -> list[TileBlock]:
 def visible_places(places: Sequence[TileBlock], photos: Sequence) -> list[TileBlock]:
     """The places whose centre lies in the visible disk of at least one photo: the only DB images a
     search for these photos can ever touch (the others would be built and encoded for nothing)."""
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
-
     lat = np.array([b.lonlat_box_centre[0] for b in places])
     lon = np.array([b.lonlat_box_centre[1] for b in places])
     keep = np.zeros(len(places), dtype=bool)
     for p in photos:
-        if p.nadir is not None:
-            keep |= np.asarray(in_visible_disk(p.nadir, p.altitude_km or DEFAULT_ISS_ALTITUDE_KM, lat, lon), bool)
+        if p.nadir is not None:  # a photo without nadir would keep everything: it cannot be searched anyway
+            keep |= in_visible_disk(p.nadir, p.altitude_km, lat, lon)
     return [b for b, k in zip(places, keep) if k]
 
 

@@ -83,14 +83,11 @@ def _outcomes(runs: list[Path], data: Path | None):
 
 def nadir_filter(loc) -> list[bool]:
     """Per candidate: is its centre inside the disk visible from the ISS at the photo's nadir?"""
-    from earthloc.geo.visibility import DEFAULT_ISS_ALTITUDE_KM, in_visible_disk
+    from earthloc.geo.visibility import in_visible_disk
 
-    if loc.photo.nadir is None:
-        return [True] * len(loc.candidates)
     lats = [c.tile.centre[0] for c in loc.candidates]
     lons = [c.tile.centre[1] for c in loc.candidates]
-    return [bool(v) for v in in_visible_disk(loc.photo.nadir, loc.photo.altitude_km or DEFAULT_ISS_ALTITUDE_KM,
-                                             lats, lons)]
+    return in_visible_disk(loc.photo.nadir, loc.photo.altitude_km, lats, lons).tolist()
 
 
 def _figure(run_file: Path, mrf: str, out: Path, data: Path | None) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 
 from earthloc.errors import InputError
 from earthloc.eval import protocol
+from earthloc.geo import visibility
 from earthloc.models.registry import model_spec
 
 ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
@@ -293,16 +294,10 @@ def evaluate_areas(
 
 def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarray:
     """(Q, len(db_rows)) bool: area DB images whose centre lies in each photo's visible disk."""
-    from earthloc.geo import visibility
-
     lat = db_frame["centre_lat"].to_numpy()[db_rows]
     lon = db_frame["centre_lon"].to_numpy()[db_rows]
-    out = np.ones((len(photos), len(db_rows)), dtype=bool)
-    for i, p in enumerate(photos):
-        if p.nadir is not None:
-            alt = p.altitude_km or visibility.DEFAULT_ISS_ALTITUDE_KM
-            out[i] = np.asarray(visibility.in_visible_disk(p.nadir, alt, lat, lon), dtype=bool)
-    return out
+    return np.array([visibility.in_visible_disk(p.nadir, p.altitude_km, lat, lon) for p in photos],
+                    dtype=bool).reshape(len(photos), len(db_rows))
 
 
 def _check_areas(areas: Sequence[str] | None) -> list[str]:

@@ -62,9 +62,16 @@ def horizon_radius_km(altitude_km: float | np.ndarray, max_off_nadir_deg: float 
     return float(out) if np.ndim(out) == 0 else out
 
 
-def in_visible_disk(nadir: tuple[float, float], altitude_km: float | None, lats, lons,
+def in_visible_disk(nadir: tuple[float, float] | None, altitude_km: float | None, lats, lons,
                     max_off_nadir_deg: float | None = None) -> np.ndarray:
-    """Bool array: whether each (lat, lon) lies within the visible disk around ``nadir`` (degrees)."""
+    """Bool array: whether each (lat, lon) (degrees) lies within the area visible from the ISS at
+    ``nadir``: the disk of :func:`horizon_radius_km` on the sphere (altitude None: the default ISS
+    altitude). ``nadir`` None (unknown): every point may be visible (all True).
+
+    The one visible-area test of the package (the index search's :func:`earthloc.locate.disk_mask`
+    is its faster form over an index and gives the same answer)."""
+    if nadir is None:
+        return np.ones(np.shape(np.asarray(lats, float)), dtype=bool)
     alt = DEFAULT_ISS_ALTITUDE_KM if altitude_km is None else altitude_km
     radius = horizon_radius_km(alt, max_off_nadir_deg)
     return np.asarray(haversine_km(nadir[0], nadir[1], np.asarray(lats, float), np.asarray(lons, float)) <= radius)

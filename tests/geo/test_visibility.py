@@ -52,6 +52,7 @@ def test_in_visible_disk_edges():
     lats = np.array([0.0, 0.0, 0.0])
     lons = np.degrees(np.array([r - 1.0, r + 1.0, 0.0]) / R)
     assert in_visible_disk((0.0, 0.0), 400.0, lats, lons).tolist() == [True, False, True]
+    assert in_visible_disk(None, 400.0, lats, lons).tolist() == [True, True, True]  # unknown nadir: all may be seen
     with pytest.raises(InputError):
         horizon_radius_km(-5.0)
     with pytest.raises(InputError):
