@@ -276,9 +276,12 @@ def _run(locator, photo: Photo, top_k: int, refine: bool, refine_top_k: int | No
 
 def _empty_reason(locator, loc: Localization) -> str | None:
     """Why a localization has no candidate, in words (None when it has some)."""
-    if loc.candidates or loc.error:
+    if loc.candidates:
         return None
     p = loc.photo
+    mask = locator.visible_mask(p) if p.nadir is not None else None
+    if mask is None or mask.any():
+        return loc.error or "No candidate was found."
     radius = horizon_radius_km(p.altitude_km or DEFAULT_ISS_ALTITUDE_KM)
     (s, w), (n, e) = _index_extent(locator.index)
     return (f"No DB image of this index lies in the area visible from the ISS: the disk of {radius:,.0f} km "
