@@ -9,6 +9,8 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -35,7 +37,8 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a plain state_dict saved with ``torch.save`` (tensors only: ``weights_only=True``, on CPU).
+    """Load a plain state_dict saved with ``torch.save`` (tensors only: ``weights_only=True``, on CPU), or a
+    ``.safetensors`` file.
 
     A dict wrapping it under ``"state_dict"``, ``"model"`` or ``"model_state_dict"`` (Lightning / training scripts,
     EarthLoc2's resume checkpoints) is unwrapped, and a
@@ -45,9 +48,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(path, "checkpoint file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # Hugging Face's tensor-only format
+            obj = safetensors.torch.load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError,
-            AttributeError, KeyError, IndexError) as err:
+            AttributeError, KeyError, IndexError, safetensors.SafetensorError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise InputError(path, f"not a readable PyTorch checkpoint (corrupt or truncated?): {msg}") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):

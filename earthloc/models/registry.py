@@ -155,22 +155,20 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretraine
                                          "use lite0-gem offline")
     if from_cache and name == "earthloc2":
         checkpoint = earthloc2_weights_file()
-    model = spec.builder(pretrained and checkpoint is None)
-    if checkpoint is not None:
-        state = ckpt.read_state_dict(checkpoint)
-        if name == "earthloc2":
-            from earthloc.models.earthloc2 import check_is_earthloc2
+    state = None if checkpoint is None else ckpt.read_state_dict(checkpoint)
+    if state is not None and name == "earthloc2":  # before building ViT-B: another model's file fails fast
+        from earthloc.models.earthloc2 import check_is_earthloc2
 
-            check_is_earthloc2(state, checkpoint)
-            source = Path(checkpoint).name
-        elif name == "earthloc":
+        check_is_earthloc2(state, checkpoint)
+    model = spec.builder(pretrained and checkpoint is None)
+    if state is not None:
+        source = Path(checkpoint).name
+        if name == "earthloc":
             from earthloc.models.earthloc import checkpoint_format, to_official_keys
 
             fmt = checkpoint_format(state)
             state = to_official_keys(state)
             source = f"{Path(checkpoint).name} ({fmt} key format)"
-        else:
-            source = Path(checkpoint).name
         ckpt.load_strict(model, state, checkpoint)
         model.checkpoint_hash = ckpt.sha256_file(checkpoint)
         model.weights_source = source

@@ -196,3 +196,19 @@ def test_released_layout_checkpoint_loads_from_cache(tmp_path, monkeypatch, eart
     torch.save(EarthLoc2Net(image_size=112).state_dict(), small_file)
     with pytest.raises(InputError, match=r"1 shape mismatches: backbone.pos_embed \(1, 64, 768\) != \(1, 1369, 768\)"):
         load_model("earthloc2", checkpoint=small_file)
+
+
+def test_safetensors_checkpoint_is_read_and_corrupt_one_refused(tmp_path):
+    import safetensors.torch
+
+    salad = SALAD(num_channels=6, num_clusters=3, cluster_dim=4, token_dim=5, hidden=7)
+    state = {f"aggregator.{k}": v.contiguous() for k, v in salad.state_dict().items()}
+    f = tmp_path / "w.safetensors"
+    safetensors.torch.save_file(state, f)
+    got = ckpt.read_state_dict(f)
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+    with pytest.raises(InputError, match="not an EarthLoc2 checkpoint: it looks like an unknown model"):
+        load_model("earthloc2", checkpoint=f)
+    f.write_bytes(f.read_bytes()[:50])
+    with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
+        ckpt.read_state_dict(f)
