@@ -74,7 +74,7 @@ def build(
                                                 "of `ray start`) or a cluster ADDRESS. --rate and --concurrency "
                                                 "then hold for the whole cluster; --workers = images at once per "
                                                 "task. Needs earthloc with the ray extra."),
-    ray_batch: int = typer.Option(8, "--ray-batch", help="Neighbouring images per Ray task."),
+    ray_batch: int = typer.Option(8, "--ray-batch", min=1, help="Neighbouring images per Ray task."),
 ) -> None:
     """Build DB images (1024-px JPEG mosaics of 4x4 tiles, official names and folders) and manifest.parquet.
 

@@ -13,6 +13,7 @@ from earthloc.errors import InputError
 FLAGS: dict[str, str] = {
     "address": "--ray",
     "areas": "--area",
+    "batch": "--ray-batch",
     "cpus": "--ray-cpus",
     "device": "--device",
     "format": "--format",
@@ -27,6 +28,7 @@ FLAGS: dict[str, str] = {
     "size": "--size",
     "source": "--source",
     "sources": "PHOTOS",
+    "threads": "--workers",
     "top_k": "--top",
     "year": "--year",
 }

@@ -95,6 +95,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("db build --source iss-mini --out o --concurrency 0", ("--concurrency",)),
     ("db build --source iss-mini --out o --rate -1", ("--rate",)),
     ("db build --source iss-mini --out o --limit -1", ("--limit",)),
+    ("db build --source iss-mini --out o --ray-batch 0", ("--ray-batch", "greater than or equal to 1")),
     ("db verify nonexist", ("nonexist", "not found")),
     ("db verify {db} --workers 0", ("--workers",)),
     ("db grid --zooms x", ("--zooms",)),
