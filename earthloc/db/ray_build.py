@@ -11,10 +11,11 @@ manifest are those of a local build and no image is ever written twice. Workers 
   so every ``--source`` kind works, sources added later included).
 - **One limit for the cluster**: a single :class:`HostGate` actor, pinned to the driver's node, holds
   each host's request rate and requests in flight; every worker's WMTS source asks it before each
-  request (:class:`RayHostLimits`). A worker killed mid-request frees its slot after ``lease_s``.
+  request (:class:`RayHostLimits`). The slots of a node that dies are freed once Ray marks it dead.
 - **One tile cache**: the recipe's ``cache_dir`` (absolute). Workers on one machine share it; on several
   machines it must be a file system they all see at the same path (else each node keeps its own).
-- **A worker dies**: its batch is run again on another worker (up to ``max_resubmits`` times); the
+- **A worker dies**: its batch is run again on another worker (up to ``max_resubmits`` times, after 1, 2,
+  4... s, so that Ray has noticed a dead node before placing the batch again); the
   tiles it fetched are in the cache, the images it made were never written, so nothing is lost or
   written twice.
 
@@ -44,6 +45,9 @@ from earthloc.geo.tiles import TileBlock
 from earthloc.sources.base import ImageSkipped, TileMissing, TileSource
 
 
+RESUBMIT_DELAY_S = 1.0  # first wait before a dead worker's batch runs again; doubles per attempt
+
+
 @dataclass(frozen=True)
 class RayBuildReport(BuildReport):
     """A :class:`BuildReport` plus what the cluster did: HTTP requests through the shared gate, the most
@@ -57,41 +61,60 @@ class RayBuildReport(BuildReport):
 class HostGate:
     """The cluster's one per-host limit (a Ray actor; plain Python here so it can be reasoned about alone).
 
-    ``acquire(host)`` waits for a free slot (at most ``concurrency`` leases per host), books the next
-    start time allowed by ``rate`` (starts/s per host, None = unlimited) and returns ``(lease, delay_s)``:
-    the caller sleeps ``delay_s``, makes its request, then ``release(lease)``. Delays, not clock times,
-    cross the wire, so nodes need no synchronised clocks. ``claim(url)`` / ``unclaim(url)`` make one
-    worker at a time fetch a tile (the others then find it in the shared cache). A lease or claim not
-    released within ``lease_s`` (its worker died) is dropped.
+    ``acquire(host, node)`` waits for a free slot (at most ``concurrency`` leases per host), books the
+    next start time allowed by ``rate`` (starts/s per host, None = unlimited) and returns ``(lease,
+    delay_s)``: the caller sleeps ``delay_s``, makes its request, then ``release(lease)``. Delays, not
+    clock times, cross the wire, so nodes need no synchronised clocks. ``claim(url, node)`` /
+    ``unclaim(url)`` make one worker at a time fetch a tile (the others then find it in the shared cache).
+    Leases and claims of a node that ``alive_nodes()`` no longer lists are dropped at once (checked at most
+    once a second, while someone waits); any not released within ``lease_s`` (a worker process that died
+    on a live node) are dropped then.
     """
 
-    def __init__(self, rate: float | None, concurrency: int, lease_s: float = 120.0):
+    def __init__(self, rate: float | None, concurrency: int, lease_s: float = 120.0,
+                 alive_nodes: Callable[[], set[str]] | None = None):
         self._interval = 1.0 / rate if rate else 0.0
         self._concurrency = max(1, concurrency)
         self._lease_s = lease_s
+        self._alive_nodes = alive_nodes
+        self._swept = 0.0
         self._next: dict[str, float] = {}
-        self._leases: dict[int, tuple[str, float]] = {}
+        self._leases: dict[int, tuple[str, float, str]] = {}  # lease -> (host, expiry, node)
         self._ids = itertools.count()
-        self._claims: dict[str, float] = {}  # url -> expiry
+        self._claims: dict[str, tuple[float, str]] = {}  # url -> (expiry, node)
         self.requests = 0
         self.peak_in_flight = 0
 
-    def _in_flight(self, host: str) -> int:
+    def _sweep(self) -> None:
+        """Drop expired leases and claims, and (once a second) those of dead nodes."""
         now = time.monotonic()
-        for lease, (_, expiry) in list(self._leases.items()):
-            if expiry < now:
+        dead: set[str] = set()
+        if self._alive_nodes is not None and now - self._swept >= 1.0:
+            self._swept = now
+            held = {n for _, _, n in self._leases.values()} | {n for _, n in self._claims.values()}
+            dead = held - self._alive_nodes()
+        for lease, (_, expiry, node) in list(self._leases.items()):
+            if expiry < now or node in dead:
                 del self._leases[lease]
-        return sum(h == host for h, _ in self._leases.values())
+        for url, (expiry, node) in list(self._claims.items()):
+            if expiry < now or node in dead:
+                del self._claims[url]
 
-    async def acquire(self, host: str) -> tuple[int, float]:
+    def _in_flight(self, host: str) -> int:
+        return sum(h == host for h, _, _ in self._leases.values())
+
+    async def acquire(self, host: str, node: str = "") -> tuple[int, float]:
         # one event loop, no await between the check and the booking: no lock needed
         while self._in_flight(host) >= self._concurrency:
+            self._sweep()
+            if self._in_flight(host) < self._concurrency:
+                break
             await asyncio.sleep(0.005)
         now = time.monotonic()
         start = max(now, self._next.get(host, 0.0))
         self._next[host] = start + self._interval
         lease = next(self._ids)
-        self._leases[lease] = (host, start + self._lease_s)
+        self._leases[lease] = (host, start + self._lease_s, node)
         self.requests += 1
         self.peak_in_flight = max(self.peak_in_flight, self._in_flight(host))
         return lease, start - now
@@ -102,10 +125,13 @@ class HostGate:
     async def pause(self, host: str, seconds: float) -> None:
         self._next[host] = max(self._next.get(host, 0.0), time.monotonic() + seconds)
 
-    async def claim(self, url: str) -> None:
-        while (expiry := self._claims.get(url)) is not None and expiry > time.monotonic():
+    async def claim(self, url: str, node: str = "") -> None:
+        while url in self._claims:
+            self._sweep()
+            if url not in self._claims:
+                break
             await asyncio.sleep(0.005)
-        self._claims[url] = time.monotonic() + self._lease_s
+        self._claims[url] = (time.monotonic() + self._lease_s, node)
 
     async def unclaim(self, url: str) -> None:
         self._claims.pop(url, None)
@@ -114,17 +140,30 @@ class HostGate:
         return {"requests": self.requests, "peak_in_flight": self.peak_in_flight}
 
 
+def _alive_nodes() -> set[str]:
+    """Ids of the cluster's live nodes (called inside the gate actor)."""
+    import ray
+
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
 class RayHostLimits:
     """:class:`earthloc.sources.wmts.HostLimits` backed by a :class:`HostGate` actor (picklable: workers get it)."""
 
     def __init__(self, gate):
         self.gate = gate
 
+    @staticmethod
+    def _node() -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     @contextmanager
     def request(self, host: str) -> Iterator[None]:
         import ray
 
-        lease, delay = ray.get(self.gate.acquire.remote(host))
+        lease, delay = ray.get(self.gate.acquire.remote(host, self._node()))
         try:
             if delay > 0:
                 time.sleep(delay)
@@ -139,7 +178,7 @@ class RayHostLimits:
     def fetching(self, url: str) -> Iterator[None]:
         import ray
 
-        ray.get(self.gate.claim.remote(url))
+        ray.get(self.gate.claim.remote(url, self._node()))
         try:
             yield
         finally:
@@ -205,7 +244,7 @@ def build_db_on_ray(
     batch: int = 8,
     threads: int = 4,
     cpus_per_task: int = 1,
-    max_resubmits: int = 3,
+    max_resubmits: int = 5,
     progress: bool = True,
 ) -> RayBuildReport:
     """Build like :func:`earthloc.db.build.build_db`, with Ray tasks making the images.
@@ -232,7 +271,7 @@ def build_db_on_ray(
             gate = ray.remote(HostGate).options(
                 num_cpus=0, max_concurrency=10_000,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-            ).remote(rate_per_host, concurrency)
+            ).remote(rate_per_host, concurrency, alive_nodes=_alive_nodes)
             limits = RayHostLimits(gate)
             task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(_build_batch)  # retried here, counted
             build_id = uuid.uuid4().hex
@@ -240,6 +279,7 @@ def build_db_on_ray(
             nodes = sum(1 for n in ray.nodes() if n["Alive"])
             window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
             pending: dict = {}  # object ref -> (batch number, attempts so far)
+            again: list[tuple[float, int, int]] = []  # (not before, batch number, attempts): batches to run again
             todo = iter(range(len(batches)))
 
             def submit(i: int, attempts: int) -> None:
@@ -247,11 +287,20 @@ def build_db_on_ray(
                 pending[ref] = (i, attempts)
 
             while True:
+                now = time.monotonic()
+                for item in [a for a in again if a[0] <= now]:
+                    again.remove(item)
+                    submit(*item[1:])
                 while len(pending) < window and (i := next(todo, None)) is not None:
                     submit(i, 0)
                 if not pending:
-                    break
-                done, _ = ray.wait(list(pending), num_returns=1)
+                    if not again:
+                        break
+                    time.sleep(max(0.0, min(a[0] for a in again) - now))
+                    continue
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if again else None)
+                if not done:
+                    continue
                 i, attempts = pending.pop(done[0])
                 try:
                     results = ray.get(done[0])
@@ -263,8 +312,9 @@ def build_db_on_ray(
                     if attempts >= max_resubmits:
                         raise InputError(f"address {address}", f"a batch failed {attempts + 1} times, last: "
                                                              f"{type(err).__name__}") from err
+                    # not at once: until the cluster has noticed a dead node, Ray may place the batch there again
                     resubmitted += 1
-                    submit(i, attempts + 1)
+                    again.append((time.monotonic() + RESUBMIT_DELAY_S * 2**attempts, i, attempts + 1))
                     continue
                 for (year, block), (outcome, value) in zip(batches[i], results):
                     if outcome == "ok":
