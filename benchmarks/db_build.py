@@ -16,7 +16,8 @@ Tiles are real Sentinel-2-cloudless 256-px tiles from the iss_mini contexts, rep
 (content is irrelevant to the throughput, only realistic JPEG sizes and decode costs matter).
 The baseline's cost per image does not depend on the region, so it is timed on the first ``--baseline-images``.
 
-Run: ``.venv/bin/python -m benchmarks.db_build`` (a few minutes on 2 cores).
+Run: ``.venv/bin/python -m benchmarks.db_build [--record]`` (a few minutes on 2 cores); ``--record`` appends
+the figures to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--baseline-images", type=int, default=600)
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--workers", type=int, default=8, help="images in parallel = HTTP requests in flight")
+    ap.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     args = ap.parse_args()
 
     blocks = [TileBlock(13, 3000 + 2 * i, 4000 + 2 * j) for i in range(args.side) for j in range(args.side)]
@@ -124,7 +126,8 @@ def main() -> None:
                f"throughput x{ours_ips / base_ips:.2f}, requests /{base_rpi / ours_rpi:.2f}; "
                f"load avg {load0:.1f} at start")
     print(figures)
-    record(figures)
+    if args.record:
+        record(figures)
 
 
 if __name__ == "__main__":

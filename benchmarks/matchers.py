@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2, help="timed passes per matcher (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -56,8 +57,10 @@ def main() -> None:
         print(f"{name:10s} {per_cand[name]:7.2f} s/candidate  inliers right/wrong {outcome[:2]}", flush=True)
     base = per_cand["sift"]
     figures = "; ".join(f"{k} {v:.2f} s/cand ({v / base:.1f}x sift)" for k, v in per_cand.items())
-    record(f"refine seconds per candidate, {args.threads} threads, photo {PHOTO} at 512 px, up to 4 iterations: "
-           + figures + f"; load avg {load:.1f} at start", command=f"python -m benchmarks.matchers --repeat {args.repeat} --threads {args.threads}")
+    if args.record:
+        record(f"refine seconds per candidate, {args.threads} threads, photo {PHOTO} at 512 px, up to 4 iterations: "
+               + figures + f"; load avg {load:.1f} at start",
+               command=f"python -m benchmarks.matchers --repeat {args.repeat} --threads {args.threads} --record")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--nadirs", type=Path, default=None,
                     help="CSV with nadir_lat/nadir_lon (default: ../shared/data/earthloc_meta/queries.csv)")
     ap.add_argument("--skip-recall", action="store_true", help="skip the recall cost (needs the demo index + torch)")
-    ap.add_argument("--no-record", action="store_true", help="do not append a row to docs/benchmarks.md")
+    ap.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
@@ -232,7 +232,7 @@ def main() -> None:
     if rec:
         figures += (f"; recall@10 photos/db fp16 {100 * rec['fp16']['photos'][0]:.0f}/{100 * rec['fp16']['db'][0]:.0f}%, "
                     f"pq {100 * rec['pq']['photos'][0]:.0f}/{100 * rec['pq']['db'][0]:.0f}% (real {dim}-d descriptors)")
-    if not args.no_record:
+    if args.record:
         record(figures, command="python -m benchmarks.search " + " ".join(a for a in __import__("sys").argv[1:]))
     print(figures)
     print(f"speed-up of the visible-disk search over the official flat L2 per photo: {speedup:.1f}x "
