@@ -31,6 +31,7 @@ FLAGS: dict[str, str] = {
     "threads": "--workers",
     "top_k": "--top",
     "year": "--year",
+    "years": "--years",
 }
 
 

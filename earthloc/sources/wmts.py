@@ -15,7 +15,8 @@ Behaviour, in order of what a long build meets:
   (:class:`earthloc.db.ray_build.RayHostLimits`), so the limits hold for the whole cluster;
 - **retries** with exponential backoff and jitter on 5xx, timeouts, connection resets and bodies that
   are truncated or do not decode; **429** waits ``Retry-After`` (seconds or HTTP date) and pauses the
-  whole host, not just one thread;
+  whole host, not just one thread; a refused connection to a host that never answered fails at once
+  (a wrong URL or a service down, not minutes of silent retries);
 - **401/403/404** (and other 4xx) fail at once with :class:`TileFetchError` naming the URL; **404/410**,
   and 5xx or undecodable bodies until the retries run out, raise :class:`TileNotServed` (a
   :class:`~earthloc.sources.base.TileMissing`): the DB build records that place as missing and goes on.
@@ -203,6 +204,8 @@ class WmtsSource:
             if "s2cloudless" not in url_template:
                 raise InputError(url_template, "give the years this template serves")
             years = EOX_YEARS
+        if "s2cloudless" in url_template and (bad := sorted(set(map(int, years)) - set(EOX_YEARS))):
+            raise InputError(f"years {bad}", f"not served by EOX Sentinel-2 cloudless (it has {list(EOX_YEARS)})")
         self.url_template = url_template
         self._years = tuple(sorted({int(y) for y in years}))
         is_eox = "s2cloudless" in url_template
@@ -226,6 +229,7 @@ class WmtsSource:
         self._memory: OrderedDict[tuple, Image.Image] = OrderedDict()  # decoded tiles, LRU
         self._memory_size = memory_tiles
         self.stats = {"requests": 0, "downloads": 0, "cache_hits": 0, "retries": 0}
+        self._answered: set[str] = set()  # hosts that gave an HTTP answer: a refused connection there is retried
 
     # --- TileSource --------------------------------------------------------------------------
     @property
@@ -347,9 +351,15 @@ class WmtsSource:
                     self._count("requests")
                     resp = self._client.get(url)
                     data = resp.content  # reads the whole body; a short body raises here
+            except httpx.ConnectError as err:
+                if host not in self._answered:  # never reached: a wrong URL or a service down, not a hiccup
+                    raise TileFetchError(url, f"cannot connect to {host} ({err}); check the URL and that the "
+                                              "service is up and reachable") from None
+                last = f"{type(err).__name__}: {err}"
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 last = f"{type(err).__name__}: {err}"
             else:
+                self._answered.add(host)
                 status = resp.status_code
                 if status == 200:
                     try:

@@ -205,7 +205,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if last.is_file() and not cfg.resume:
         raise InputError(out, "holds a checkpoint (last.pt): pass --resume to continue it, or use another --out")
     if cfg.resume and not last.is_file():
-        raise InputError(out, "no earlier run to resume (no last.pt there); drop --resume to start a new run")
+        raise InputError(out, "no earlier run to resume there (no last.pt); start a new run instead")
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"]["dbs"] != list(cfg.dbs) or state["config"]["model"] != cfg.model:

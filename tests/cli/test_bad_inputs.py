@@ -89,6 +89,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("db build --source iss-mini --out o --size 9000", ("--size",)),
     ("db build --source iss-mini --out o --zooms a,b", ("--zooms", "integers")),
     ("db build --source iss-mini --out o --years 1800", ("1800", "not served")),
+    ("db build --source eox --out o --years 1800 --region alps --dry-run", ("--years [1800]", "not served by EOX")),
     ("db build --source iss-mini --out o --region nowhere", ("nowhere",)),
     ("db build --source iss-mini --out o --places missing.txt", ("missing.txt", "not found")),
     ("db build --source iss-mini --out o --workers 0", ("--workers",)),
@@ -191,3 +192,23 @@ def test_console_script_exit_code_and_full_stdout(places):
                              text=True, env=env, timeout=300)
     assert res.returncode == 2, res.stderr
     assert res.stderr.splitlines() == ["error: standard output: no space left on the device (nothing written)"]
+
+
+def test_refused_connection_is_one_line_at_once(tmp_path, monkeypatch, capsys):
+    """A tile service that refuses connections (nothing listens on the port) stops `db build` at once
+    with the reason, not after minutes of silent retries."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "places.txt").write_text("12_1162_2524\n")
+    t = time.monotonic()
+    code = run(["db", "build", "--source", f"wmts:http://127.0.0.1:{port}/tiles/{{year}}/{{z}}/{{x}}/{{y}}.jpg",
+                "--years", "2018", "--places", "places.txt", "--out", "db", "--tile-cache", "cache"])
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - t < 20
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and f"cannot connect to 127.0.0.1:{port}" in lines[0] and "Traceback" not in err
