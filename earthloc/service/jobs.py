@@ -3,12 +3,14 @@
 ``submit(work)`` queues ``work(report)`` and returns a :class:`Job` at once; ``report(stage, done,
 total)`` updates the job's progress as the work runs (the pipeline's ``on_event``). When
 ``workers + max_queued`` jobs are waiting or running, :meth:`JobQueue.submit` raises :class:`QueueFull`
-with an estimate of when to retry. Finished jobs are kept (the latest ``keep``) so their results can be
+with an estimate of when to retry. Worker threads run at a lower CPU priority (``nice``, Linux: per thread;
+threads they start, such as torch's, inherit it), so requests for pages and tiles are served first. Finished jobs are kept (the latest ``keep``) so their results can be
 fetched; older ones are forgotten.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -46,13 +48,15 @@ class Job:
 
 
 class JobQueue:
-    """``workers`` threads run jobs; at most ``max_queued`` more wait; the latest ``keep`` are remembered."""
+    """``workers`` threads run jobs; at most ``max_queued`` more wait; the latest ``keep`` are remembered.
+    ``nice``: how much lower the workers' CPU priority is than the server's (0: the same)."""
 
-    def __init__(self, workers: int = 1, max_queued: int = 8, keep: int = 256):
+    def __init__(self, workers: int = 1, max_queued: int = 8, keep: int = 256, nice: int = 10):
         if workers < 1 or max_queued < 0:
             raise ValueError("workers must be >= 1 and max_queued >= 0")
         self.workers, self.max_queued, self.keep = workers, max_queued, keep
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="earthloc-job")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="earthloc-job",
+                                        initializer=_lower_priority, initargs=(nice,))
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._active = 0  # queued + running
         self._lock = threading.Lock()
@@ -120,3 +124,14 @@ class JobQueue:
         finished = [k for k, j in self._jobs.items() if j.finished is not None]
         for k in finished[: max(0, len(self._jobs) - self.keep)]:
             del self._jobs[k]
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's nice value by ``nice`` (Linux schedules threads one by one; elsewhere a no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:  # not permitted here: run at the server's priority
+        pass
