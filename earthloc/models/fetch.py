@@ -1,7 +1,12 @@
-"""Downloading the official EarthLoc weights (TorchGeo's Hugging Face mirror) into the cache, atomically.
+"""Downloading released weights into the cache, atomically and hash-checked.
 
-The file name follows the torch.hub convention ``<name>-<first 8 hex of sha256>.pth``; the download is
-checked against that prefix before it is renamed into place. Never called by tests.
+- :func:`fetch`: a plain URL (the official EarthLoc weights, TorchGeo's mirror). The file name follows the
+  torch.hub convention ``<name>-<first 8 hex of sha256>.pth``; the download is checked against that prefix
+  before it is renamed into place.
+- :func:`fetch_hub`: a Hugging Face model repository through huggingface_hub (EarthLoc2), checked against the
+  Hub's LFS sha256 of the file.
+
+Tests run both against servers on 127.0.0.1, never the internet.
 """
 
 from __future__ import annotations

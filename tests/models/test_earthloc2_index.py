@@ -1,5 +1,6 @@
-"""EarthLoc2 through the unchanged index and locate code: 3072-d vectors, its 518-px preprocessing recorded in
-the index, a rotated real DB image found with its rotation. Random weights (seeded), three real DB images."""
+"""EarthLoc2 through the unchanged index, locate and refinement code: 3072-d vectors, its 518-px preprocessing
+recorded in the index, the index refusing another model, a rotated real DB image found with its rotation and
+refined onto its footprint. Random weights (seeded), three real DB images."""
 
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ def test_index_build_and_locate_with_earthloc2(shared_data, tmp_path):
     img = Image.open(reopened.db_dir / row.path).convert("RGB").rotate(90)  # PIL: counter-clockwise
     img.save(tmp_path / "rot.png")
     photo = Photo(mrf="rot", path=tmp_path / "rot.png", nadir=(row.centre_lat, row.centre_lon))
-    [res] = localize(Locator(reopened, LocalEncoder(model, batch_size=2)), [photo], LocateOptions(top_k=3))
+    options = LocateOptions(top_k=3, refine=True, refine_top_k=1)  # refinement is model-agnostic: one candidate
+    [res] = localize(Locator(reopened, LocalEncoder(model, batch_size=2)), [photo], options)
     assert res.error is None and len(res.candidates) == 3
     best = res.candidates[0]
     assert (best.tile.name, best.rotation_deg) == (row.tile, 90)
     assert best.score > 0.98
+    # the photo IS that DB image: the refined footprint holds its centre, with many inliers
+    assert res.inliers >= 100 and res.refined_footprint.contains(row.centre_lat, row.centre_lon)
