@@ -49,6 +49,7 @@ import odc.stac
 import pystac
 import rasterio
 import rasterio.warp
+import rasterio.windows
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.loader import RioDriver
@@ -74,6 +75,7 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 1 << 16  # bytes fetched at least per range request (COG headers and small blocks come in one)
 S2_FIRST_YEAR = 2015
 _PYSTAC_LOCK = threading.Lock()
+_WARP_LOCK = threading.Lock()
 
 
 def true_colour(reflectance: np.ndarray, gain: float = GAIN, gamma: float = GAMMA) -> np.ndarray:
@@ -121,7 +123,8 @@ class Budget:
             over = (self.max_requests and self.requests > self.max_requests) or \
                    (self.max_bytes and self.bytes > self.max_bytes)
         if over:
-            self.error = BudgetExceeded(where, f"over the per-place budget ({self.requests} requests, {self.bytes} bytes)")
+            self.error = BudgetExceeded(where, f"over the per-place budget ({self.requests} requests, "
+                                               f"{self.bytes} bytes)")
             raise self.error
 
 
@@ -174,9 +177,6 @@ class RangeHttp:
         budget.error = InputError(url, f"failed after {self.retries + 1} tries: {problem}")
         raise budget.error
 
-    def open(self, url: str, budget: Budget) -> "RangeFile":
-        return RangeFile(self, url, budget)
-
 
 class RangeFile(io.RawIOBase):
     """A read-only, seekable file over HTTP range requests (what rasterio's ``opener`` wants).
@@ -185,13 +185,13 @@ class RangeFile(io.RawIOBase):
     reads therefore cost one request, and the COG blocks of the window cost about one request each.
     """
 
-    def __init__(self, http: RangeHttp, url: str, budget: Budget):
+    def __init__(self, http: RangeHttp, url: str, budget: Budget, chunks: OrderedDict | None = None):
         super().__init__()
         self.http, self.url, self.budget = http, url, budget
         self.pos = 0
-        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self._chunks: OrderedDict[int, bytes] = OrderedDict() if chunks is None else chunks
         self.size = http._sizes.get(url)
-        if self.size is None:
+        if self.size is None or 0 not in self._chunks:
             first, self.size = http.get_range(url, 0, CHUNK - 1, budget)
             self._chunks[0] = first
             with http._lock:
@@ -244,36 +244,59 @@ class _WindowReader:
 
     def __init__(self, uri: str, band: int, http: RangeHttp, budget: Budget):
         self.uri, self.band, self.http, self.budget = uri, band, http, budget
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()  # shared by both opens: the header is read once
 
     def _opener(self, path: str, mode: str = "rb") -> RangeFile:
         if path != self.uri:  # GDAL probing for side-car files (.aux.xml, .msk, ...): COGs have none
             raise FileNotFoundError(path)
-        return self.http.open(path, self.budget)
+        return RangeFile(self.http, path, self.budget, self._chunks)
 
     def read(self, cfg, dst_geobox: GeoBox, *, dst=None, selection=None):
         try:
-            return self._read(cfg, dst_geobox, dst)
+            out = self._read(cfg, dst_geobox)
         except rasterio.errors.RasterioError as err:
             raise (self.budget.error or InputError(self.uri, f"cannot read ({err})")) from err  # ours, unwrapped
-
-    def _read(self, cfg, dst_geobox: GeoBox, dst):
-        band = self.band or 1
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_PAM_ENABLED="NO"):
-            with rasterio.open(self.uri, opener=self._opener) as ds:
-                level = _overview_level(ds, dst_geobox, cfg.resampling)
-                nodata = cfg.fill_value if cfg.fill_value is not None else (ds.nodata if ds.nodata is not None else 0)
-                dtype = cfg.dtype or ds.dtypes[band - 1]
-                kw = {} if level is None else {"overview_level": level}
-                with rasterio.open(self.uri, opener=self._opener, **kw) as src:
-                    out = np.full(dst_geobox.shape.yx, nodata, dtype=dtype)
-                    rasterio.warp.reproject(rasterio.band(src, band), out, src_nodata=ds.nodata, dst_nodata=nodata,
-                                            dst_crs=dst_geobox.crs.to_wkt(), dst_transform=dst_geobox.transform,
-                                            resampling=rasterio.enums.Resampling[cfg.resampling])
         roi = (slice(0, out.shape[0]), slice(0, out.shape[1]))
         if dst is not None:
             dst[...] = out
             return roi, dst
         return roi, out
+
+    def _read(self, cfg, dst_geobox: GeoBox) -> np.ndarray:
+        band = self.band or 1
+        # one open at a time per URL: rasterio registers one opener per path
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_PAM_ENABLED="NO"):
+            with rasterio.open(self.uri, opener=self._opener) as ds:
+                level = _overview_level(ds, dst_geobox, cfg.resampling)
+                src_nodata = ds.nodata
+                nodata = cfg.fill_value if cfg.fill_value is not None else (src_nodata if src_nodata is not None else 0)
+                out = np.full(dst_geobox.shape.yx, nodata, dtype=cfg.dtype or ds.dtypes[band - 1])
+                if level is None:
+                    self._warp(ds, band, out, src_nodata, nodata, dst_geobox, cfg.resampling)
+                    return out
+            with rasterio.open(self.uri, opener=self._opener, overview_level=level) as ovr:
+                self._warp(ovr, band, out, src_nodata, nodata, dst_geobox, cfg.resampling)
+        return out
+
+    @staticmethod
+    def _warp(ds, band: int, out: np.ndarray, src_nodata, nodata, dst_geobox: GeoBox, resampling: str) -> None:
+        """Read the window of ``band`` that covers ``dst_geobox`` (+2 px for the resampling kernel) and warp
+        it into ``out``: only the COG blocks under that window are fetched."""
+        bounds = rasterio.warp.transform_bounds(dst_geobox.crs.to_wkt(), ds.crs, *dst_geobox.boundingbox,
+                                                densify_pts=21)
+        w = ds.window(*bounds)
+        c0, r0 = max(0, math.floor(w.col_off) - 2), max(0, math.floor(w.row_off) - 2)
+        c1 = min(ds.width, math.ceil(w.col_off + w.width) + 2)
+        r1 = min(ds.height, math.ceil(w.row_off + w.height) + 2)
+        if c1 <= c0 or r1 <= r0:  # the scene's raster misses the place: nothing to read
+            return
+        win = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+        arr = ds.read(band, window=win)
+        with _WARP_LOCK:  # concurrent MEM->MEM warps sometimes lose the geotransform (rasterio#3121, odc-geo#131)
+            rasterio.warp.reproject(arr, out, src_transform=ds.window_transform(win), src_crs=ds.crs,
+                                    src_nodata=src_nodata, dst_nodata=nodata, dst_crs=dst_geobox.crs.to_wkt(),
+                                    dst_transform=dst_geobox.transform,
+                                    resampling=rasterio.enums.Resampling[resampling])
 
 
 def _overview_level(ds, dst: GeoBox, resampling: str) -> int | None:

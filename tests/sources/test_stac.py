@@ -36,8 +36,8 @@ Z, ROW0, COL0, TILES = 12, 1160, 2522, 8  # the crop: z12 rows 1160..1167, cols 
 PX = 128  # pixels per tile in the crop
 PLACE12 = TileBlock(12, 1164, 2526)  # the candidate block: bottom-right quarter of the crop (2x upsampled)
 PLACE11 = TileBlock(11, 580, 1261)  # the whole crop at its own resolution (1:1)
-MAE_EXACT = 1.0  # 1:1 grid: DN rounding only (measured 0.0-0.2)
-MAE_UPSAMPLED = 3.0  # 2x bilinear then 2x area average back (measured ~1.5)
+MAE_EXACT = 0.5  # 1:1 grid: DN rounding only (measured 0.00, painted areas included)
+MAE_UPSAMPLED = 2.0  # 2x bilinear, then 2x area average back (measured 0.97; 0.88 under the cloud; unmasked 191)
 
 
 def utc(*args) -> datetime:
@@ -141,6 +141,16 @@ def server(scenes):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def comp11(server):
+    """PLACE11 in 2022 (the crop at its own resolution)."""
+    src = _source(server)
+    try:
+        return src.composite(PLACE11, 2022)
+    finally:
+        src.close()
+
+
 def _source(server, **kw) -> StacSource:
     kw.setdefault("years", [2022])
     kw.setdefault("backoff_s", 0.01)
@@ -182,12 +192,8 @@ def test_search_finds_the_items_of_the_place_and_year(server):
         src.close()
 
 
-def test_composite_at_source_resolution_removes_clouds_and_places_pixels_exactly(server, crop, masks):
-    src = _source(server)
-    try:
-        comp = src.composite(PLACE11, 2022)
-    finally:
-        src.close()
+def test_composite_at_source_resolution_removes_clouds_and_places_pixels_exactly(comp11, crop, masks):
+    comp = comp11
     assert comp.rgb.shape == (1024, 1024, 3)
     assert _mae(comp.rgb, crop) < MAE_EXACT
     bad = np.kron(masks["A"] | masks["S"] | masks["N"] | masks["C"], np.ones((2, 2), bool))
@@ -253,37 +259,34 @@ def test_landsat_reprojected_from_epsg4326_lands_on_the_right_pixels(server, sha
     assert _mae(got[keep], ref[keep]) < 12  # 90 m pixels sampled nearest vs bilinear at 19 m
 
 
-def test_place_without_clear_observation_is_reported_and_skipped(server, tmp_path):
-    src = _source(server, years=[2022, 2023], min_clear=1, skip_sparse=True)
+def test_place_without_clear_observation_is_reported_not_filled_with_cloud(server, tmp_path):
+    src = _source(server, years=[2022, 2023], min_clear=1)
     try:
         rep = build_db(src, [PLACE12], [2022, 2023], tmp_path, workers=2, progress=False)
+        sparse = src.totals["sparse"]
     finally:
         src.close()
-    assert rep.written == 1 and rep.left_out == ("12_1164_2526 2023: 0 clear observations < 1",)
-    files = sorted(p.name for p in (tmp_path / "database").rglob("*.jpg"))
-    assert len(files) == 1 and "2022" in str(next((tmp_path / "database").rglob("*.jpg")).parent)
-    sparse = {(r.place, r.year): r for r in src.totals["sparse"]}
-    assert sparse[("12_1164_2526", 2023)].empty_share == 1.0
-    # not skipped: written black (never cloud) and still listed
-    src = _source(server, years=[2023])
-    try:
-        comp = src.composite(PLACE12, 2023)
-    finally:
-        src.close()
-    assert comp.rgb.max() == 0 and comp.report.clear_obs == 0
+    assert rep.written == 2 and rep.left_out == ()
+    got = [(r.place, r.year, r.clear_obs, r.empty_share, r.items) for r in sparse]
+    assert got == [("12_1164_2526", 2023, 0, 1.0, 2)]
+    img = {p.relative_to(tmp_path / "database").parts[0][:4]: np.asarray(Image.open(p))
+           for p in (tmp_path / "database").rglob("*.jpg")}
+    assert img["2023"].max() <= 8  # black (JPEG noise at most), not the painted cloud (250)
+    assert img["2022"].mean() > 40
 
 
-@pytest.mark.parametrize("fault", ["500", "truncate", "slow"])
-def test_faults_are_retried(scenes, crop, fault):
-    """5xx, a truncated body and an answer slower than the timeout on the first reads of every file."""
-    script = {name: [fault] for s in scenes[:3] for (name, *_r) in s.files.values()}
+def test_faults_are_retried(scenes, crop):
+    """On the first read of each file of the three 2022 dates: a 5xx, a truncated body, or an answer
+    slower than the client's timeout; the composite comes out as without faults."""
+    names = [name for s in scenes[:3] for (name, *_r) in s.files.values()]
+    script = {name: [("500", "truncate", "slow")[i % 3]] for i, name in enumerate(names)}
     with StacServer(scenes, FileFaults(script=script, slow_s=1.5)) as srv:
         src = _source(srv, timeout_s=0.5)
         try:
             comp = src.composite(PLACE11, 2022)
         finally:
             src.close()
-        assert srv.outcomes[fault] == len(script)
+        assert srv.outcomes["500"] == srv.outcomes["truncate"] == srv.outcomes["slow"] == 4
     assert _mae(comp.rgb, crop) < MAE_EXACT
     assert comp.report.retries >= len(script)
 
@@ -311,15 +314,17 @@ def test_cli_build_resume_and_report(server, tmp_path):
     cmd = [sys.executable, "-m", "earthloc.cli.main", "db", "build", "--source", f"stac:{server.url}",
            "--places", str(tmp_path / "places.txt"), "--years", "2022,2023", "--out", str(out), "--min-clear", "1",
            "--skip-sparse", "--workers", "2"]
-    (tmp_path / "places.txt").write_text("12_1164_2526\n11_0580_1261\n")
+    (tmp_path / "places.txt").write_text("12_1164_2526\n")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "12_1164_2526 2023" in r.stdout and "0 clear" in r.stdout
     report = pd.read_csv(out / "stac_report.csv")
-    assert len(report) == 4 and report.requests.gt(0).all() and report.bytes.gt(0).all()
+    assert len(report) == 2 and report.requests.gt(0).all() and report.bytes.gt(0).all()
+    assert report.skipped.tolist() == [0, 1]
     jpgs = sorted((out / "database").rglob("*.jpg"))
-    assert len(jpgs) == 2
+    assert len(jpgs) == 1 and "2022" in str(jpgs[0])
     img = np.asarray(Image.open(jpgs[0]))
     assert img.shape == (1024, 1024, 3)
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: nothing rebuilt
-    assert r2.returncode == 0 and "wrote 0, kept 2" in r2.stdout
+    assert r2.returncode == 0 and "wrote 0, kept 1" in r2.stdout
+    assert len(pd.read_csv(out / "stac_report.csv")) == 2  # rows of the first run kept
