@@ -9,7 +9,8 @@
   500s; every request and body byte is counted per path.
 
 Scenes are made from real imagery by :func:`scene_from_array`: single-band COGs (deflate, 256-px
-blocks, overviews) written in memory with rasterio, with an item carrying ``proj`` and ``raster:bands``.
+blocks, overviews) written in memory with rasterio, with an item carrying ``proj`` and ``raster:bands``. ``latency_s`` delays every file
+answer (a remote server's round trip).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ from rasterio.io import MemoryFile
 from shapely.geometry import box, mapping
 
 COLLECTION = "sentinel-2-l2a"
+
+
+def to_dn(rgb: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """Inverse of :func:`earthloc.sources.stac.true_colour`: uint8 display RGB -> uint16 L2A DN with
+    reflectance = DN * 1e-4 + ``offset``; DN >= 1 (0 means no data)."""
+    from earthloc.sources.stac import GAIN, GAMMA
+
+    refl = (rgb.astype(np.float64) / 255.0) ** GAMMA / GAIN
+    return np.clip(np.round((refl - offset) * 1e4), 1, 65535).astype(np.uint16)
 
 
 def cog_bytes(arr: np.ndarray, crs: str, transform, nodata: int = 0, blocksize: int = 256) -> bytes:
@@ -106,19 +116,31 @@ class FileFaults:
     seed: int = 0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Clients that hang up (timeouts we provoke, closed pools) are expected: stay quiet."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 class StacServer:
     """Threaded STAC API + COG server on 127.0.0.1; a context manager."""
 
-    def __init__(self, scenes: list[Scene], faults: FileFaults | None = None, page_size: int = 2):
+    def __init__(self, scenes: list[Scene], faults: FileFaults | None = None, page_size: int = 2,
+                 latency_s: float = 0.0):
         self.scenes = list(scenes)
+        self.latency_s = latency_s  # added to every file request (a remote server is tens of ms away)
         self.faults = faults or FileFaults()
         self.page_size = page_size
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
         self.files = {name: data for s in self.scenes for (name, data, *_rest) in s.files.values()}
         self.reset_counts()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self._httpd.stac = self
         self._thread: threading.Thread | None = None
 
@@ -256,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data is None:
             return self._send(404, b"no such file", "text/plain")
         fault = stac.file_fault(name)
+        if stac.latency_s:
+            time.sleep(stac.latency_s)
         if fault == "500":
             return self._send(500, b"internal error", "text/plain")
         if fault == "slow":

@@ -38,7 +38,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import dask
@@ -46,6 +45,7 @@ import httpx
 import mercantile
 import numpy as np
 import odc.stac
+import pandas as pd
 import pystac
 import rasterio
 import rasterio.warp
@@ -72,7 +72,7 @@ SCL_SNOW = 11
 GAIN = 2.5  # reflectance 0.4 -> white, as in the common Sentinel-2 true-colour rendering
 GAMMA = 1.2  # lifts dark vegetation and water a little, closer to the cloudless mosaics' look
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-CHUNK = 1 << 16  # bytes fetched at least per range request (COG headers and small blocks come in one)
+CHUNK = 1 << 14  # bytes per header piece: a COG header (IFDs, tile offsets) comes in one or two
 S2_FIRST_YEAR = 2015
 _PYSTAC_LOCK = threading.Lock()
 _WARP_LOCK = threading.Lock()
@@ -181,8 +181,9 @@ class RangeHttp:
 class RangeFile(io.RawIOBase):
     """A read-only, seekable file over HTTP range requests (what rasterio's ``opener`` wants).
 
-    Reads of at least :data:`CHUNK` bytes, aligned, are fetched once per file; GDAL's many small header
-    reads therefore cost one request, and the COG blocks of the window cost about one request each.
+    Small reads (GDAL's header and tag reads) go through aligned :data:`CHUNK`-byte pieces fetched once,
+    so the header costs about one request; larger reads (the COG blocks of the window) are fetched
+    exactly, one request each.
     """
 
     def __init__(self, http: RangeHttp, url: str, budget: Budget, chunks: OrderedDict | None = None):
@@ -225,9 +226,9 @@ class RangeFile(io.RawIOBase):
         if n <= 0:
             return b""
         first, last = self.pos // CHUNK, (self.pos + n - 1) // CHUNK
-        if last - first >= 2:  # a large block: one request for exactly its bytes
-            data, _ = self.http.get_range(self.url, self.pos, self.pos + n - 1, self.budget)
-        else:
+        if n > CHUNK // 4 and not all(i in self._chunks for i in range(first, last + 1)):
+            data, _ = self.http.get_range(self.url, self.pos, self.pos + n - 1, self.budget)  # a block: exactly
+        else:  # header and tag reads: small, many, close together
             data = b"".join(self._chunk(i) for i in range(first, last + 1))
             data = data[self.pos - first * CHUNK:][:n]
         self.pos += len(data)
@@ -380,11 +381,12 @@ def _reflectance_coeffs(item: pystac.Item, asset: str) -> tuple[float, float]:
     return 1e-4, -0.1 if harmonised else 0.0
 
 
-def _solar_date(when: datetime | np.datetime64, lon: float):
-    """Local solar date at longitude ``lon`` (how odc-stac's ``groupby='solar_day'`` groups items)."""
-    t = when if isinstance(when, datetime) else datetime.utcfromtimestamp(
-        (np.datetime64(when, "ns") - np.datetime64(0, "ns")) / np.timedelta64(1, "s"))
-    return (t.replace(tzinfo=None) + timedelta(hours=lon / 15.0)).date()
+def _solar_date(when, lon: float):
+    """Local solar date at longitude ``lon`` of a datetime / datetime64 (how ``groupby='solar_day'`` groups)."""
+    t = pd.Timestamp(when)
+    if t.tzinfo is not None:
+        t = t.tz_convert(None)
+    return (t + pd.Timedelta(hours=lon / 15.0)).date()
 
 
 class StacSource:
@@ -495,15 +497,19 @@ class StacSource:
             self.reports.append(rep)
         return Composite(rgb, clear, rep)
 
+    def _load(self, items: list[pystac.Item], bands: list[str], gbox: GeoBox, budget: Budget):
+        """Lazy (dask) xarray Dataset of ``bands`` of ``items`` on ``gbox``, one time step per solar day."""
+        up = _upsampling(items[0], bands[0], gbox)
+        resampling = {bands[-1]: "nearest", "*": "bilinear" if up else "average"}  # SCL classes are not averaged
+        with _PYSTAC_LOCK:  # metadata parsing only (lazy dask arrays); pystac is not thread-safe
+            return odc.stac.load(items, bands=bands, geobox=gbox, groupby="solar_day",
+                                 chunks={"x": gbox.shape.x, "y": gbox.shape.y}, resampling=resampling,
+                                 driver=_CountingDriver(self.http, budget))
+
     def _median(self, items, gbox: GeoBox, block: TileBlock, budget: Budget) -> tuple[np.ndarray, np.ndarray]:
         keys = {role: _asset_key(items[0], role) for role in ASSET_KEYS}
         colour = [keys["red"], keys["green"], keys["blue"]]
-        up = _upsampling(items[0], keys["red"], gbox)
-        resampling = {keys["scl"]: "nearest", "*": "bilinear" if up else "average"}  # classes are not averaged
-        with _PYSTAC_LOCK:  # metadata parsing only (lazy dask arrays); pystac is not thread-safe
-            ds = odc.stac.load(items, bands=colour + [keys["scl"]], geobox=gbox, groupby="solar_day",
-                               chunks={"x": gbox.shape.x, "y": gbox.shape.y}, resampling=resampling,
-                               driver=_CountingDriver(self.http, budget))
+        ds = self._load(items, colour + [keys["scl"]], gbox, budget)
         lon = block.centre[1]
         coeff = {}
         for it in items:  # items of one solar day share a processing baseline

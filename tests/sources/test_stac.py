@@ -29,8 +29,8 @@ from rasterio.transform import from_origin
 from earthloc.db.build import build_db
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.stac import GAIN, GAMMA, StacSource, place_geobox, true_colour
-from stacserver import FileFaults, Scene, StacServer, cog_bytes, scene_from_array
+from earthloc.sources.stac import GAMMA, StacSource, place_geobox, true_colour
+from stacserver import FileFaults, Scene, StacServer, cog_bytes, scene_from_array, to_dn
 
 Z, ROW0, COL0, TILES = 12, 1160, 2522, 8  # the crop: z12 rows 1160..1167, cols 2522..2529
 PX = 128  # pixels per tile in the crop
@@ -42,12 +42,6 @@ MAE_UPSAMPLED = 2.0  # 2x bilinear, then 2x area average back (measured 0.97; 0.
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
-
-
-def to_dn(rgb: np.ndarray, offset: float) -> np.ndarray:
-    """Inverse of true_colour: uint8 RGB -> uint16 L2A DN (reflectance = DN * 1e-4 + offset); 0 stays no data."""
-    refl = (rgb.astype(np.float64) / 255.0) ** GAMMA / GAIN
-    return np.clip(np.round((refl - offset) * 1e4), 1, 65535).astype(np.uint16)
 
 
 def ellipse(shape, cy, cx, ry, rx) -> np.ndarray:
