@@ -3,7 +3,7 @@
 Per DB place (a 4x4 block of 256-px tiles) and year (or season):
 
 1. **search** the items of ``collection`` (default ``sentinel-2-l2a``) whose footprint meets the place
-   (pystac-client), keep the ``max_items`` least cloudy by ``eo:cloud_cover``;
+   (pystac-client), keep per scene tile the ``max_items`` least cloudy by ``eo:cloud_cover``;
 2. **read** the red, green, blue and SCL assets with odc-stac straight into the place's Web-Mercator grid
    (``4*256`` px, exact tile edges; dask chunks, one per band and date). Our odc reader driver opens each
    COG through :class:`RangeHttp`: only the header and the COG blocks (of the overview nearest the DB
@@ -132,9 +132,8 @@ class RangeHttp:
     """HTTP range reads with retries (exponential backoff + jitter) on 5xx/429, timeouts, resets and
     truncated bodies; 4xx other than 429 fail at once. One client (connection pool) for all places."""
 
-    def __init__(self, retries: int = 6, timeout_s: float = 30.0, backoff_s: float = 0.5, concurrency: int = 8,
-                 modifier: Callable[[str], str] | None = None):
-        self.retries, self.backoff_s, self.modifier = retries, backoff_s, modifier
+    def __init__(self, retries: int = 6, timeout_s: float = 30.0, backoff_s: float = 0.5, concurrency: int = 8):
+        self.retries, self.backoff_s = retries, backoff_s
         self.client = httpx.Client(timeout=timeout_s, follow_redirects=True,
                                    limits=httpx.Limits(max_connections=concurrency),
                                    headers={"User-Agent": f"earthloc/{__version__}"})
@@ -146,11 +145,10 @@ class RangeHttp:
 
     def get_range(self, url: str, start: int, end: int, budget: Budget) -> tuple[bytes, int]:
         """Bytes ``start..end`` (inclusive) of ``url`` and the file's total size; retried until complete."""
-        href = self.modifier(url) if self.modifier else url
         for attempt in range(self.retries + 1):
             retry = attempt > 0
             try:
-                r = self.client.get(href, headers={"Range": f"bytes={start}-{end}"})
+                r = self.client.get(url, headers={"Range": f"bytes={start}-{end}"})
                 body = r.content
             except (httpx.TimeoutException, httpx.TransportError) as err:  # slow, reset, truncated (Content-Length)
                 budget.spend(0, retry, url)
@@ -393,9 +391,10 @@ class StacSource:
     """A tile source that renders per-place cloudless Sentinel-2 medians from a STAC API (see module doc).
 
     ``years``: years to serve (required: a STAC collection has no fixed list). ``season``: months
-    ``(first, last)`` within each year (wrapping, e.g. ``(11, 2)``, runs into the next year). ``modifier``
-    rewrites asset URLs before reading (e.g. ``planetary_computer.sign`` for Planetary Computer SAS tokens)
-    and is passed to pystac-client for the items. ``workers``: reads in flight per place (dask threads).
+    ``(first, last)`` within each year (wrapping, e.g. ``(11, 2)``, runs into the next year). ``modifier``:
+    pystac-client's item modifier, e.g. ``planetary_computer.sign_inplace`` (Planetary Computer asset URLs
+    need SAS tokens; each place's search signs its items afresh). ``workers``: reads in flight per place
+    (dask threads). ``max_requests`` / ``max_bytes``: per-place caps (:class:`BudgetExceeded`).
     """
 
     def __init__(self, url: str, years: Sequence[int] | None, collection: str = DEFAULT_COLLECTION,
@@ -420,7 +419,7 @@ class StacSource:
         self.max_items, self.max_cloud, self.workers = max_items, max_cloud, workers
         self.max_requests, self.max_bytes = max_requests, max_bytes
         self.modifier = modifier
-        self.http = RangeHttp(retries, timeout_s, backoff_s, concurrency=max(8, workers), modifier=modifier)
+        self.http = RangeHttp(retries, timeout_s, backoff_s, concurrency=max(8, workers))
         self._retries, self._timeout_s, self._backoff_s = retries, timeout_s, backoff_s
         self._tls = threading.local()
         self._cache: OrderedDict[tuple, Composite] = OrderedDict()
@@ -458,7 +457,8 @@ class StacSource:
         return r
 
     def search(self, block: TileBlock, year: int, budget: Budget | None = None) -> list[pystac.Item]:
-        """The (at most ``max_items``) least cloudy items of the collection meeting ``block`` in ``year``."""
+        """The items of the collection meeting ``block`` in ``year``: per scene tile (``grid:code`` or
+        ``s2:mgrs_tile``), the ``max_items`` least cloudy with ``eo:cloud_cover <= max_cloud``."""
         budget = budget or Budget()
         client = self._stac()
         self._tls.budget = budget
@@ -473,9 +473,13 @@ class StacSource:
             raise InputError(self.url, f"search failed for {block.name} {year} ({type(err).__name__}: {err})") from err
         finally:
             self._tls.budget = None
-        cloud = [float(it.properties.get("eo:cloud_cover", 0.0)) for it in items]
-        ranked = sorted((c, it.datetime, it.id, it) for c, it in zip(cloud, items) if c <= self.max_cloud)
-        return [it for *_, it in ranked[:self.max_items]]
+        per_tile: dict[str, list] = {}  # a large place spans several scene tiles: each gets max_items
+        for it in items:
+            cloud = float(it.properties.get("eo:cloud_cover", 0.0))
+            if cloud <= self.max_cloud:
+                per_tile.setdefault(_grid_tile(it), []).append((cloud, it.datetime, it.id, it))
+        kept = [row for rows in per_tile.values() for row in sorted(rows)[:self.max_items]]
+        return [it for *_, it in sorted(kept)]
 
     # --- composite -------------------------------------------------------------------------------
     def composite(self, block: TileBlock, year: int, px_per_tile: int = TILE_PX) -> Composite:
@@ -567,6 +571,7 @@ class StacSource:
         return self.tiles_of(TileBlock(z, y, x, 1), year)[0]
 
     def tiles_of(self, block: TileBlock, year: int) -> list[Image.Image]:
+        """The ``block.size**2`` tiles of ``block`` (row-major), from one composite."""
         return self.tiles([(t.z, t.x, t.y, year) for t in block.tiles()])
 
     @property
@@ -603,6 +608,12 @@ class StacSource:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _grid_tile(item: pystac.Item) -> str:
+    """The scene tile an item belongs to (Earth Search ``grid:code``, Planetary Computer ``s2:mgrs_tile``)."""
+    p = item.properties
+    return str(p.get("grid:code") or p.get("s2:mgrs_tile") or p.get("mgrs:grid_square") or "")
 
 
 def _asset_key(item: pystac.Item, role: str) -> str:

@@ -295,6 +295,15 @@ def test_persistent_5xx_fails_with_the_url(scenes):
             src.close()
 
 
+def test_per_place_budget_cap(server):
+    src = _source(server, max_bytes=200_000)
+    try:
+        with pytest.raises(InputError, match="over the per-place budget"):
+            src.composite(PLACE11, 2022)
+    finally:
+        src.close()
+
+
 def test_bad_options():
     with pytest.raises(InputError, match="years"):
         StacSource("http://127.0.0.1:1", years=None)
