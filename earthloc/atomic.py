@@ -129,6 +129,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with _streamed(path) as tmp:
             yield tmp
         return
+    check_writable(path)
     real = target_of(path)
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
