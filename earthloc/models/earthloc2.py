@@ -37,7 +37,7 @@ class EarthLoc2Net(DescriptorModel):
     def __init__(self, image_size: int = IMAGE_SIZE):
         super().__init__()
         if image_size % PATCH:
-            raise ValueError(f"image_size must be a multiple of {PATCH}, got {image_size}")
+            raise InputError("image_size", f"must be a multiple of the {PATCH}-px patch, got {image_size}")
         self.backbone = timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0, img_size=image_size)
         self.aggregator = SALAD(num_channels=self.backbone.embed_dim)
         self.name = "earthloc2"
@@ -60,8 +60,9 @@ def is_earthloc2_state(state: dict[str, torch.Tensor]) -> bool:
 def describe_state(state: dict[str, torch.Tensor]) -> str:
     """A short guess at what model a foreign state_dict belongs to (for error messages)."""
     keys = list(state)
-    if any(k.startswith("backbone.model.layer") for k in keys) or "fc.weight" in state and any(
-            k.startswith("aggregator.mix.") for k in keys):
+    official = any(k.startswith("backbone.model.layer") for k in keys)
+    torchgeo = "fc.weight" in state and any(k.startswith("aggregator.mix.") for k in keys)  # backbone.* naming
+    if official or torchgeo:
         return "the official EarthLoc model (ResNet-50 + MixVPR)"
     if any(k.startswith("trunk.net.") for k in keys):
         return "an EfficientNet-Lite0 model (lite0-*)"

@@ -212,3 +212,8 @@ def test_safetensors_checkpoint_is_read_and_corrupt_one_refused(tmp_path):
     f.write_bytes(f.read_bytes()[:50])
     with pytest.raises(InputError, match="not a readable PyTorch checkpoint"):
         ckpt.read_state_dict(f)
+
+
+def test_image_size_must_fit_the_patch():
+    with pytest.raises(InputError, match="image_size: must be a multiple of the 14-px patch, got 500"):
+        EarthLoc2Net(image_size=500)
