@@ -20,7 +20,7 @@ from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
 from shapely.geometry.polygon import orient
 
-from earthloc.atomic import atomic_path, write_text
+from earthloc.atomic import write_text
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock

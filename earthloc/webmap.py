@@ -130,11 +130,11 @@ def thumbnail(path: str | Path, px: int = THUMB_PX) -> str | None:
     path = Path(path)
     if not path.is_file():
         return None
-    with Image.open(path) as img:
-        img.draft("RGB", (px, px))  # JPEG: decode at 1/2..1/8 scale directly
-        img = img.convert("RGB")
-        img.thumbnail((px, px), Image.Resampling.LANCZOS)
-        return _data_uri(_jpeg(img), "image/jpeg")
+    with Image.open(path) as f:
+        f.draft("RGB", (px, px))  # JPEG: decode at 1/2..1/8 scale directly
+        img = f.convert("RGB")
+    img.thumbnail((px, px), Image.Resampling.LANCZOS)
+    return _data_uri(_jpeg(img), "image/jpeg")
 
 
 def visible_disk(nadir: tuple[float, float], radius_km: float, n: int = 128) -> list[list[float]]:
@@ -206,7 +206,7 @@ def evidence(loc: Localization, photo: np.ndarray | None = None, max_candidates:
 
 def _extent(evidences: Sequence[dict]) -> tuple[float, float, float, float] | None:
     """(south, west, north, east) of everything drawn (disks included), or None when nothing is."""
-    pts = []
+    pts: list[list[float]] = []
     for ev in evidences:
         pts += ev["disk"] or []
         pts += [pt for c in ev["candidates"] for pt in c["ring"]]

@@ -12,6 +12,7 @@ TOKEN_ENV = "EARTHLOC_TOKEN"
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the CLI."""
     app.command("serve")(serve)
 
 
@@ -36,14 +37,14 @@ def serve(
     from earthloc.errors import InputError
     from earthloc.service.app import ServiceOptions, create_app
 
-    token = token or os.environ.get(TOKEN_ENV) or None
-    if token is None and not _is_loopback(host):
+    bearer = token or os.environ.get(TOKEN_ENV) or None
+    if bearer is None and not _is_loopback(host):
         raise InputError("token", f"required when listening on {host} (not a loopback address): "
                                   f"give a bearer token or set {TOKEN_ENV}")
     import torch
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
-    options = ServiceOptions(token=token, workers=workers, max_queued=queue, refine=refine)
+    options = ServiceOptions(token=bearer, workers=workers, max_queued=queue, refine=refine)
     uvicorn.run(create_app(index, model, checkpoint, options), host=host, port=port, log_level="info")
 
 

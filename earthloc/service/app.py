@@ -165,11 +165,11 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
 
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str) -> dict:
-        state = jobs.snapshot(_check_id(job_id))
-        if state is None:
+        state, job = jobs.snapshot(_check_id(job_id)), jobs.get(job_id)
+        if state is None or job is None:
             raise HTTPException(404, f"job {job_id}: unknown (or forgotten)")
         if state["state"] == "done":
-            res: JobResult = jobs.get(job_id).result
+            res: JobResult = job.result
             state["result"] = {"candidates": outputs.to_dict(res.loc)["candidates"], "evidence": res.evidence,
                                "empty_reason": res.empty_reason, "mrf": res.loc.photo.mrf,
                                "nadir": res.loc.photo.nadir, "refined": res.loc.refined_footprint is not None,
@@ -233,16 +233,17 @@ def _photo(path: Path, nadir_lat: float | None, nadir_lon: float | None, time: s
         raise InputError("top_k", f"must be within 1..{MAX_TOP_K}, got {top_k}")
     if (nadir_lat is None) != (nadir_lon is None):
         raise InputError("nadir", "give both nadir_lat and nadir_lon")
-    if nadir_lat is not None and not (-90 <= nadir_lat <= 90 and -180 <= nadir_lon <= 180):
-        raise InputError("nadir", f"({nadir_lat}, {nadir_lon}) is not a valid latitude, longitude")
+    nadir = None if nadir_lat is None or nadir_lon is None else (nadir_lat, nadir_lon)
+    if nadir is not None and not (-90 <= nadir[0] <= 90 and -180 <= nadir[1] <= 180):
+        raise InputError("nadir", f"{nadir} is not a valid latitude, longitude")
     if altitude_km is not None and not 100 <= altitude_km <= 2000:
         raise InputError("altitude_km", f"must be within 100..2000 km, got {altitude_km}")
     try:
         photo = photo_from_file(path)
     except InputError as err:
         raise InputError(path.name, err.problem) from None
-    if nadir_lat is not None:
-        photo = replace(photo, nadir=(nadir_lat, nadir_lon))
+    if nadir is not None:
+        photo = replace(photo, nadir=nadir)
     if time:
         photo = replace(photo, time=parse_utc(time, "time"), extra={**photo.extra, "time_precision": "exact"})
     if altitude_km is not None:
@@ -278,12 +279,11 @@ def _empty_reason(locator, loc: Localization) -> str | None:
     """Why a localization has no candidate, in words (None when it has some)."""
     if loc.candidates:
         return None
-    p = loc.photo
-    mask = locator.visible_mask(p) if p.nadir is not None else None
-    if mask is None or mask.any():
+    p, extent = loc.photo, _index_extent(locator.index)
+    if p.nadir is None or extent is None or locator.visible_mask(p).any():
         return loc.error or "No candidate was found."
     radius = horizon_radius_km(p.altitude_km or DEFAULT_ISS_ALTITUDE_KM)
-    (s, w), (n, e) = _index_extent(locator.index)
+    (s, w), (n, e) = extent
     return (f"No DB image of this index lies in the area visible from the ISS: the disk of {radius:,.0f} km "
             f"around the nadir {p.nadir[0]:.1f}, {p.nadir[1]:.1f}. The index covers latitudes {s:.1f}..{n:.1f} "
             f"and longitudes {w:.1f}..{e:.1f}; a photo taken elsewhere needs a DB of that region.")

@@ -127,8 +127,8 @@ def _crop(path: Path, size: float, box: tuple[float, float, float, float]) -> np
     resampled to the box's size."""
     img = _decoded(path, max(1, int(size)))
     s = img.width / size
-    src = tuple(v * s for v in box)
+    src = (box[0] * s, box[1] * s, box[2] * s, box[3] * s)
     if s == 1:
-        return np.asarray(img.crop(tuple(round(v) for v in src)))
+        return np.asarray(img.crop((round(src[0]), round(src[1]), round(src[2]), round(src[3]))))
     out = (round(box[2] - box[0]), round(box[3] - box[1]))
     return np.asarray(img.resize(out, Image.Resampling.LANCZOS, box=src))
