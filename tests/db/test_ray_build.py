@@ -152,13 +152,18 @@ def places(shared_data) -> list[TileBlock]:
 
 
 @pytest.fixture(scope="module")
-def local_db(mini, places, tmp_path_factory) -> pd.DataFrame:
-    """The reference: the same places built locally (one process, no Ray)."""
+def local_dir(mini, places, tmp_path_factory) -> Path:
+    """The reference: the same places built locally (one process, no Ray) from the tile server."""
     out = tmp_path_factory.mktemp("local")
     with TileServer(mini) as server, WmtsSource(server.template, years=[2018], cache_dir=out / "cache",
                                                 rate_per_host=None) as src:
         build_db(src, places, [2018], out / "db", progress=False)
-    return manifest.load(out / "db")
+    return out / "db"
+
+
+@pytest.fixture(scope="module")
+def local_db(local_dir) -> pd.DataFrame:
+    return manifest.load(local_dir)
 
 
 def _recipe(server: TileServer, cache: Path, concurrency: int = 4):
@@ -208,9 +213,24 @@ def test_one_rate_and_concurrency_limit_for_the_whole_cluster(cluster, mini, pla
     assert rep.nodes == 2 and rep.written == 10
     n = len(gaps) + 1
     assert n == rep.requests == len({t for b in places[:10] for t in b.tiles()})
-    # each worker process would allow 4 in flight and no rate limit; the one gate allows 2 and 40/s
-    assert server.peak_in_flight <= concurrency and rep.peak_in_flight == concurrency
-    assert sum(gaps) >= (n - 1) / rate * 0.95 and np.median(gaps) > 0.9 / rate
+    # each worker process would allow 4 in flight and no rate limit (8 for the two); the one gate allows 2
+    # and 40/s. The server counts a request until its handler returns, a moment after the client has the
+    # body and hands its slot on: it may see one more than the gate.
+    assert rep.peak_in_flight == concurrency and server.peak_in_flight <= concurrency + 1, (rep, server.peak_in_flight)
+    assert sum(gaps) >= (n - 1) / rate * 0.95 and np.median(gaps) > 0.9 / rate, (sum(gaps), np.median(gaps))
+
+
+@pytest.mark.parametrize("kind", ["iss-mini", "official"])
+def test_local_sources_build_on_the_cluster_as_locally(cluster, places, local_dir, tmp_path, kind):
+    """Workers open any source from its recipe: the iss_mini mosaics, or an official-layout folder (here the
+    WMTS-built reference DB, re-cut read-only)."""
+    recipe = functools.partial(open_source, kind if kind == "iss-mini" else f"official:{local_dir}")
+    rep = ray_build.build_db_on_ray(recipe, places[:6], [2018], tmp_path / "ray", address=cluster.address,
+                                    batch=2, threads=2, progress=False)
+    build_db(recipe(), places[:6], [2018], tmp_path / "local", progress=False)
+    assert rep.written == 6 and rep.nodes == 2
+    built, local = manifest.load(tmp_path / "ray"), manifest.load(tmp_path / "local")
+    assert len(built) == 6 and built.equals(local)  # same names, same bytes (sha256), same rows
 
 
 def test_killing_a_worker_node_mid_build_loses_nothing_and_writes_nothing_twice(cluster, mini, places, local_db,
