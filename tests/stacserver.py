@@ -9,8 +9,8 @@
   500s; every request and body byte is counted per path.
 
 Scenes are made from real imagery by :func:`scene_from_array`: single-band COGs (deflate, 256-px
-blocks, overviews) written in memory with rasterio, with an item carrying ``proj`` and ``raster:bands``. ``latency_s`` delays every file
-answer (a remote server's round trip).
+blocks, overviews) written in memory with rasterio, with an item carrying ``proj`` and ``raster:bands``.
+``latency_s`` delays every file answer (a remote server's round trip).
 """
 
 from __future__ import annotations

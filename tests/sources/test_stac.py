@@ -7,7 +7,8 @@ geometry. Three 2022 dates, clouds / shadow / no data painted into them and mark
 each painted area a *majority* of dates is bad (an unmasked median shows them); one clear date
 everywhere. Dates straddle the 2022 processing-baseline change (offset 0 then -0.1), as real data do.
 2023 has only fully clouded dates (the "no clear observation" place). Plus the real Landsat Pucallpa
-scene (EPSG:4326) for reprojection from another CRS.
+scene (EPSG:4326) for reprojection from another CRS, and three real NAIP dates (UTM 14N, each on its
+own grid) re-dated into 2021, two of them with a painted cloud, for a median over real change.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 import pytest
 import rasterio
 from PIL import Image
+from pyproj import Transformer
 from rasterio.transform import from_origin
 
 from earthloc.db.build import build_db
@@ -37,6 +39,8 @@ PX = 128  # pixels per tile in the crop
 PLACE12 = TileBlock(12, 1164, 2526)  # the candidate block: bottom-right quarter of the crop (2x upsampled)
 PLACE11 = TileBlock(11, 580, 1261)  # the whole crop at its own resolution (1:1)
 MAE_EXACT = 0.5  # 1:1 grid: DN rounding only (measured 0.00, painted areas included)
+NAIP_MAE = 6.0  # bilinear at 2.4 m vs the nearest 5-m pixel (measured 2.35 outside, 3.62 under the cloud,
+#                 where the median of all three dates would be 14.5 off and the unmasked composite 173)
 MAE_UPSAMPLED = 2.0  # 2x bilinear, then 2x area average back (measured 0.97; 0.88 under the cloud; unmasked 191)
 
 
@@ -107,6 +111,41 @@ def scenes(crop, masks, shared_data):
         rgb, scl = np.full_like(crop, 250), np.full(s, 9, np.uint8)
         out.append(_scene(f"S2A_2023070{i + 1}", utc(2023, 7, 1 + i, 10), rgb, scl, -0.1, 75.0))
     out.append(_landsat(shared_data))
+    out += _naip(shared_data)
+    return out
+
+
+NAIP_DATES = ("20150926", "20180716", "20200831")  # re-dated into 2021 (one composite year)
+NAIP_PLACE = TileBlock(16, 23042, 14714)  # inside the NAIP quarter-quad (2.4 m DB pixels over 5 m NAIP)
+NAIP_CLOUD = (0.45, 0.5, 0.2)  # painted disc: centre (fraction of the place's width, height), radius
+
+
+def _naip_cloud(t_scl, shape) -> np.ndarray:
+    """Disc on the 10-m SCL grid under NAIP_PLACE (same geography for every date, grids differ)."""
+    fx, fy, fr = NAIP_CLOUD
+    lon, lat = NAIP_PLACE.pixel_to_lonlat(fx * 1024, fy * 1024)
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:26914", always_xy=True).transform(float(lon), float(lat))
+    col, row = ~t_scl @ (x, y)
+    r = fr * NAIP_PLACE.metres_per_pixel() * 1024 / abs(t_scl.a)
+    return ellipse(shape, row, col, r, r)
+
+
+def _naip(shared_data):
+    """The real NAIP North Dakota scenes (EPSG:26914, each on its own grid) of NAIP_DATES as three 2021
+    items; the first two get a cloud disc (SCL 9) over the middle of NAIP_PLACE."""
+    out = []
+    for i, d in enumerate(NAIP_DATES):
+        with rasterio.open(shared_data / "multiyear" / "naip_north_dakota" / f"m_4709963_se_14_1_{d}.tif") as ds:
+            rgb, t = np.moveaxis(ds.read([1, 2, 3]), 0, -1).copy(), ds.transform
+        scl = np.full((rgb.shape[0] // 2, rgb.shape[1] // 2), 4, np.uint8)
+        t_scl = t * rasterio.Affine.scale(2)
+        if i < 2:
+            cloud = _naip_cloud(t_scl, scl.shape)
+            scl[cloud] = 9
+            up = np.kron(cloud, np.ones((2, 2), bool))
+            rgb[: up.shape[0], : up.shape[1]][up] = 250
+        out.append(scene_from_array(f"NAIP_{d}", utc(2021, 6 + i, 1, 17), 20.0, "EPSG:26914", t, to_dn(rgb), scl,
+                                    t_scl, 5.0))
     return out
 
 
@@ -251,6 +290,41 @@ def test_landsat_reprojected_from_epsg4326_lands_on_the_right_pixels(server, sha
     assert keep.mean() > 0.9
     assert np.corrcoef(ref[keep], got[keep])[0, 1] > 0.9
     assert _mae(got[keep], ref[keep]) < 12  # 90 m pixels sampled nearest vs bilinear at 19 m
+
+
+def _naip_expected(shared_data, xs, ys) -> np.ndarray:
+    """(dates, n) red values of each NAIP date at the exact position of pixel centres (xs, ys) of
+    NAIP_PLACE: Mercator maths, pyproj to UTM 14N, nearest NAIP pixel; independent of the code under test."""
+    lon, lat = NAIP_PLACE.pixel_to_lonlat(xs + 0.5, ys + 0.5)
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:26914", always_xy=True).transform(lon, lat)
+    vals = []
+    for d in NAIP_DATES:
+        with rasterio.open(shared_data / "multiyear" / "naip_north_dakota" / f"m_4709963_se_14_1_{d}.tif") as ds:
+            red, inv = ds.read(1), ~ds.transform
+        col, row = inv @ (x, y)
+        vals.append(red[row.astype(int), col.astype(int)].astype(np.float64))
+    return np.array(vals)
+
+
+def test_naip_multi_date_median_of_the_clear_dates(server, shared_data):
+    """Three real dates on three UTM grids: outside the painted cloud the composite is the per-pixel
+    median of the three, under it the one clear date (2020); without SCL masks the cloud shows."""
+    src = _source(server, years=[2021])
+    try:
+        comp = src.composite(NAIP_PLACE, 2021)
+        unmasked = _source(server, years=[2021], mask_classes=()).composite(NAIP_PLACE, 2021)
+    finally:
+        src.close()
+    ys, xs = np.mgrid[4:1024:8, 4:1024:8]
+    ref = _naip_expected(shared_data, xs, ys)
+    fx, fy, fr = NAIP_CLOUD
+    d = np.hypot(xs / 1024 - fx, ys / 1024 - fy)
+    inside, outside = d < fr * 0.8, d > fr * 1.2  # away from the disc's edge (SCL is 10 m, DB pixels 2.4 m)
+    got = comp.rgb[ys, xs, 0].astype(np.float64)
+    assert comp.report.items == 3 and set(np.unique(comp.clear[ys[inside], xs[inside]])) == {1}
+    assert _mae(got[outside], np.median(ref, axis=0)[outside]) < NAIP_MAE
+    assert _mae(got[inside], ref[2][inside]) < NAIP_MAE
+    assert _mae(unmasked.rgb[ys, xs, 0][inside].astype(np.float64), ref[2][inside]) > 100
 
 
 def test_place_without_clear_observation_is_reported_not_filled_with_cloud(server, tmp_path):
