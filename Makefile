@@ -1,9 +1,9 @@
-# earthloc: the two commands are `make demo` and `make test`.
+# earthloc: the commands are `make demo`, `make test` and `make lint`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export EARTHLOC_SHARED ?= $(abspath ../shared)
 
-.PHONY: setup test demo clean browser
+.PHONY: setup test lint demo clean browser
 
 setup: $(VENV)/.installed browser
 
@@ -17,11 +17,17 @@ browser:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,ray]'
+	$(PY) -m pip install -q -e '.[test,ray,dev]'
 	touch $@
 
 test: setup
 	$(PY) -m pytest -q
+
+# the layers (import-linter, pyproject [tool.importlinter]), ruff (import order, pyupgrade, docstrings) and mypy
+lint: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check earthloc tests benchmarks
+	$(VENV)/bin/mypy
 
 demo: setup
 	$(VENV)/bin/earthloc demo

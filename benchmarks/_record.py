@@ -28,7 +28,7 @@ def machine() -> str:
 def record(figures: str, command: str | None = None) -> None:
     """Append a row; ``figures`` is a short human-readable string with the ratio against the baseline."""
     command = command or "python " + " ".join(sys.argv)
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M")
     if not _DOC.exists() or not _DOC.read_text().strip():
         _DOC.parent.mkdir(parents=True, exist_ok=True)
         _DOC.write_text("# Benchmarks\n\nRows appended by the scripts in `benchmarks/`; each ratio is against a baseline "

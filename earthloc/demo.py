@@ -62,6 +62,8 @@ class PhotoResult:
 
 @dataclass(frozen=True)
 class DemoReport:
+    """The demo's rows, the DB size and where the outputs went."""
+
     rows: tuple[PhotoResult, ...]
     n_db: int
     out_dir: Path
@@ -142,9 +144,9 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
     retrieval candidates in the DB (a reduced demo, for tests)."""
     from earthloc.db.build import build_db
     from earthloc.locate import Locator
-    from earthloc.pipeline import LocateOptions, localize
     from earthloc.models.registry import load_model
     from earthloc.photos import load_photos
+    from earthloc.pipeline import LocateOptions, localize
     from earthloc.sources.mosaic import MosaicSource
 
     root = (shared or data_dir()) / "iss_mini"

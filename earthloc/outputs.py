@@ -120,6 +120,7 @@ def read_jsonl(path: Path) -> list[Localization]:
 
 
 def to_jsonl(locs: Iterable[Localization]) -> str:
+    """JSON lines, one localization per line (lossless: :func:`read_jsonl` reads them back)."""
     return "".join(json.dumps(to_dict(loc)) + "\n" for loc in locs)
 
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import csv
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
-from earthloc.geo.names import (DbImageName, EarthMatchName, PhotoName, is_official_name, parse_any_name,
-                                parse_number)
+from earthloc.geo.names import DbImageName, EarthMatchName, PhotoName, is_official_name, parse_any_name, parse_number
 from earthloc.records import Photo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
@@ -107,7 +105,7 @@ def parse_utc(text: str, where: object = "time") -> datetime:
     if not any(sep in text.strip()[8:] for sep in ("T", "t", " ")):  # fromisoformat took a date as midnight
         raise InputError(where, f"only a date ({text.strip()!r}): the ISS circles the Earth 16 times a day; "
                                 "give the exposure time (like 2017-03-01T12:30:00Z) or the nadir")
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _time(row: dict, where: str) -> tuple[datetime | None, str | None]:
@@ -120,7 +118,7 @@ def _time(row: dict, where: str) -> tuple[datetime | None, str | None]:
     try:
         if len(text) != 8 or not text.isdigit():
             raise ValueError(text)
-        return datetime(int(text[:4]), int(text[4:6]), int(text[6:]), tzinfo=timezone.utc), "day"
+        return datetime(int(text[:4]), int(text[4:6]), int(text[6:]), tzinfo=UTC), "day"
     except ValueError:
         raise InputError(where, f"date is not YYYYMMDD: {text!r}") from None
 
@@ -193,7 +191,7 @@ def photo_from_file(path: Path) -> Photo:
         return Photo(
             mrf=name.mrf,
             path=path,
-            time=datetime(name.date.year, name.date.month, name.date.day, tzinfo=timezone.utc),
+            time=datetime(name.date.year, name.date.month, name.date.day, tzinfo=UTC),
             nadir=name.nadir,
             centre=corner_mean(name.corners),
             footprint=name.footprint,

@@ -153,8 +153,9 @@ def prepare(locator: Locator, photo: Photo) -> Prepared:
     """Resolve the photo's visible area and decode its image; bad photo -> :class:`InputError`."""
     if photo.path is None:
         raise InputError(photo.mrf, "no image file for this photo")
+    path = photo.path
     resolved = locator.resolve(photo)
-    image = load_image(resolved.path)
+    image = load_image(path)
     if min(image.size) < MIN_PHOTO_SIDE_PX:
         raise InputError(resolved.path, f"{image.width}x{image.height} px is too small to localize (a photo needs "
                                         f"at least {MIN_PHOTO_SIDE_PX} px per side)")
@@ -313,6 +314,8 @@ def _sha256(obj) -> str:
 
 
 def _file_sha256(path: Path | None) -> str | None:
+    if path is None:
+        return None
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

@@ -69,7 +69,7 @@ class FakeHub:
              "lfs": {"sha256": self.advertised[name], "size": len(data), "pointerSize": 134}}
             for name, data in self.files.items()]}
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

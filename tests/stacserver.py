@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -159,7 +159,7 @@ class StacServer:
         with self._lock:
             self.faults, self._rng = faults, random.Random(faults.seed)
 
-    def __enter__(self) -> "StacServer":
+    def __enter__(self) -> StacServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -219,7 +219,7 @@ class StacServer:
 
 
 def _interval(text: str | None) -> tuple[datetime, datetime]:
-    lo, hi = datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(2200, 1, 1, tzinfo=timezone.utc)
+    lo, hi = datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
     if not text:
         return lo, hi
     a, _, b = text.partition("/")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import UTC
 from pathlib import Path
 
 import faiss
@@ -216,13 +217,13 @@ def test_disk_mask_equals_in_visible_disk_over_every_row(shared_data):
 
 
 def test_nadir_from_time_and_day_only_dates(setup):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from earthloc.geo.visibility import iss_state
 
     _, index, model, photos = setup
     loc = Locator(index, model)
-    when = datetime(2017, 3, 1, 12, 30, tzinfo=timezone.utc)
+    when = datetime(2017, 3, 1, 12, 30, tzinfo=UTC)
     photo = replace(photos["ISS050-E-70536"], nadir=None, time=when, extra={"time_precision": "exact"})
     got = loc.resolve(photo)
     st = iss_state(when)

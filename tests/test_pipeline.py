@@ -5,7 +5,7 @@ tests/models/test_encoders.py and tests/service/test_app.py."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,7 +32,7 @@ def test_gather_from_folder_file_and_csv_with_metadata(shared_data, tmp_path):
 
 
 def test_gather_fixed_nadir_time_altitude_override_every_photo(shared_data):
-    when = datetime(2017, 3, 1, 12, 30, tzinfo=timezone.utc)
+    when = datetime(2017, 3, 1, 12, 30, tzinfo=UTC)
     photos = gather_photos([shared_data / "iss_mini" / "queries.csv"], nadir=(10.0, 20.0), time=when,
                            altitude_km=400.0)
     assert {(p.nadir, p.time, p.altitude_km) for p in photos} == {((10.0, 20.0), when, 400.0)}

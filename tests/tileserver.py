@@ -121,7 +121,7 @@ class TileServer:
 
         return EOX_URL.replace("https://s2maps-tiles.eu", self.url)
 
-    def start(self) -> "TileServer":
+    def start(self) -> TileServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -130,7 +130,7 @@ class TileServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "TileServer":
+    def __enter__(self) -> TileServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,7 @@ db_app = typer.Typer(help="Build, verify and plan EarthLoc databases (official l
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.add_typer(db_app, name="db")
 
 

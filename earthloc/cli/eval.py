@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,6 +12,7 @@ eval_app = typer.Typer(help="Evaluate: official test areas, official protocol, r
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.add_typer(eval_app, name="eval")
 
 
@@ -23,23 +23,23 @@ def register(app: typer.Typer) -> None:
 def official(
     dataset: Path = typer.Option(..., "--dataset", help="Dataset in the official layout: DIR/database/..., DIR/queries/..."),
     model: str = typer.Option("lite0-gem", "--model", help="Model name (earthloc model list)."),
-    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models to compare (e.g. "
+    models: str | None = typer.Option(None, "--models", help="Comma-separated models to compare (e.g. "
                                                                 "earthloc,earthloc2), each with its fetched or "
                                                                 "packaged weights: prints the paper-layout table."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for --model (official/TorchGeo)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Weights file for --model (official/TorchGeo)."),
     rotations: str = typer.Option("db", "--rotations", help="'db': 4x rotated DB, duplicates counted as the official "
                                                             "code does (the paper); 'query': rotate the photo, merged."),
     visible_area: bool = typer.Option(False, "--visible-area", help="Search only DB images in each photo's visible disk."),
-    year: Optional[int] = typer.Option(None, "--year", help="DB year to test on (default 2021, else the latest present)."),
+    year: int | None = typer.Option(None, "--year", help="DB year to test on (default 2021, else the latest present)."),
     area: list[str] = typer.Option([], "--area", help="Test area(s) to run (default: all six)."),
     k: int = typer.Option(100, "--k", min=1, help="Slots retrieved per query."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per encoder batch."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the recalls and counts as JSON here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the recalls and counts as JSON here."),
     all_variants: bool = typer.Option(False, "--all-variants", help="Run both rotation modes, each with and without "
                                                                     "--visible-area, from one encoding; print the "
                                                                     "paper-layout table."),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="With --models: write the table as Markdown here."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="With --models: write the table as CSV here."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="With --models: write the table as Markdown here."),
+    csv_out: Path | None = typer.Option(None, "--csv", help="With --models: write the table as CSV here."),
     published: bool = typer.Option(False, "--published", help="With --models: add the published figures of the "
                                                               "models that have them (their own test set) as "
                                                               "reference rows."),
@@ -84,8 +84,8 @@ def official(
         write_text(json_out, json.dumps(doc, indent=2) + "\n")
 
 
-def _compare_models(dataset: Path, models: str, rotations: str, visible_area: bool, year: Optional[int],
-                    area: list[str], k: int, batch_size: int, markdown: Optional[Path], csv_out: Optional[Path],
+def _compare_models(dataset: Path, models: str, rotations: str, visible_area: bool, year: int | None,
+                    area: list[str], k: int, batch_size: int, markdown: Path | None, csv_out: Path | None,
                     published: bool) -> None:
     """Run the protocol once per model and print / write the paper-layout table (Markdown and CSV)."""
     from earthloc.atomic import write_text
@@ -126,7 +126,7 @@ def _run_doc(run) -> dict:
 def photos(
     index: list[Path] = typer.Option(..., "--index", help="Index folder(s) built over one DB (earthloc index build)."),
     photos_src: Path = typer.Option(..., "--photos", help="Photos: a CSV (iss_mini/queries.csv shape) or a folder."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Candidate lists to score as the reference row "
+    reference: Path | None = typer.Option(None, "--reference", help="Candidate lists to score as the reference row "
                                                                        "(iss_mini/candidates.csv)."),
     checkpoint: list[Path] = typer.Option([], "--checkpoint", help="Weights of indexes built from a checkpoint."),
     rule: list[str] = typer.Option([], "--rule", help="Positive rule(s): 'centre' (DB image contains NASA's centre "
@@ -134,7 +134,7 @@ def photos(
                                                       "the footprint at least T). Default: centre and footprint."),
     k: int = typer.Option(100, "--k", min=1, help="Candidates ranked per photo."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random-choice ranking."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the report (Markdown, PNGs, HTML map) here."),
+    report: Path | None = typer.Option(None, "--report", help="Write the report (Markdown, PNGs, HTML map) here."),
 ) -> None:
     """The real-photo benchmark: R@1/5/10/20/100 of our models, baselines and the reference lists."""
     import shlex
@@ -167,16 +167,23 @@ def photos(
 def areas(
     queries: Path = typer.Option(..., "--queries", help="Photos: a CSV like earthloc_meta/queries.csv (nadir, corners) "
                                                         "or a folder of officially named images."),
-    db: Optional[Path] = typer.Option(None, "--db", help="DB images: a CSV like earthloc_meta/db_tiles_2021.csv, or a "
+    db: Path | None = typer.Option(None, "--db", help="DB images: a CSV like earthloc_meta/db_tiles_2021.csv, or a "
                                                          "DB folder (manifest.parquet or the official layout)."),
     photo_radius_km: float = typer.Option(2500.0, "--photo-radius-km", help="Photo selection radius around the area "
                                                                             "centre (ISS nadir distance)."),
     db_radius_km: float = typer.Option(5000.0, "--db-radius-km", help="DB selection radius (footprint centre distance)."),
-    year: Optional[int] = typer.Option(None, "--year", help="DB year (default 2021, the official test year, else the latest)."),
+    year: int | None = typer.Option(None, "--year", help="DB year (default 2021, the official test year, else the latest)."),
 ) -> None:
     """Per official test area: how many photos (nadir < 2500 km) and DB images (centre < 5000 km) are selected;
     with --db also how many photos survive the official drop rule (a positive in the DB, all positives inside)."""
-    from earthloc.eval.protocol import TEST_AREAS, build_area_set, db_for_year, load_db_table, select_db_mask, select_photos
+    from earthloc.eval.protocol import (
+        TEST_AREAS,
+        build_area_set,
+        db_for_year,
+        load_db_table,
+        select_db_mask,
+        select_photos,
+    )
     from earthloc.photos import load_photos
 
     photo_list = load_photos(queries)

@@ -11,6 +11,7 @@ index_app = typer.Typer(help="Build and inspect FAISS indexes of DB descriptors.
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.add_typer(index_app, name="index")
 
 
@@ -32,8 +33,8 @@ def build(
     chunk: int = typer.Option(1024, "--chunk", min=1, help="Images per chunk (the unit of resume and of Ray tasks)."),
 ) -> None:
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
-    from earthloc.index.store import PRECISIONS, Index
     from earthloc.errors import InputError
+    from earthloc.index.store import PRECISIONS, Index
     from earthloc.models.encoders import LocalEncoder, RayEncoder
     from earthloc.models.fast import resolve_device
     from earthloc.models.registry import load_model

@@ -17,6 +17,7 @@ from earthloc.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.command("locate")(locate)
 
 

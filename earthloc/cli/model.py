@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,7 +27,7 @@ def list_cmd() -> None:
 @model_app.command("info")
 def info_cmd(
     name: Annotated[str, typer.Argument(help="Model name, see `earthloc model list`.")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Weights file to load (state_dict).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights file to load (state_dict).")] = None,
 ) -> None:
     """Show descriptor dim, input size, parameter count, where the weights come from, and the fast path."""
     from earthloc.models.fast import bf16_supported, resolve_path

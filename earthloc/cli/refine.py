@@ -13,6 +13,7 @@ refine_app = typer.Typer(help="Refine candidates into footprints (local features
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.add_typer(refine_app, name="refine")
 
 

@@ -8,6 +8,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module\'s command(s) to the ``earthloc`` app."""
     app.command("train")(train)
     app.command("train-data")(train_data)
     app.command("train-eval")(train_eval)

@@ -51,25 +51,25 @@ class Region:
     name: str = "world"
 
     @classmethod
-    def world(cls) -> "Region":
+    def world(cls) -> Region:
         return cls()
 
     @classmethod
-    def bbox(cls, west: float, south: float, east: float, north: float) -> "Region":
+    def bbox(cls, west: float, south: float, east: float, north: float) -> Region:
         """Blocks intersecting the box (degrees). ``west > east`` means the box crosses the antimeridian."""
         if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south < north <= 90):
             raise InputError(f"bbox {west},{south},{east},{north}", "need -180<=W,E<=180 and -90<=S<N<=90")
         return cls("bbox", west, south, east, north, name=f"bbox:{west},{south},{east},{north}")
 
     @classmethod
-    def circle(cls, lat: float, lon: float, radius_km: float, name: str | None = None) -> "Region":
+    def circle(cls, lat: float, lon: float, radius_km: float, name: str | None = None) -> Region:
         """Blocks whose stored centre is within ``radius_km`` of (lat, lon), haversine."""
         if not (-90 <= lat <= 90 and -180 <= lon <= 180 and radius_km > 0):
             raise InputError(f"circle {lat},{lon},{radius_km}", "need -90<=lat<=90, -180<=lon<=180, radius > 0 km")
         return cls("circle", lat=lat, lon=lon, radius_km=radius_km, name=name or f"circle:{lat},{lon},{radius_km}")
 
     @classmethod
-    def area(cls, name: str, radius_km: float = 5000.0) -> "Region":
+    def area(cls, name: str, radius_km: float = 5000.0) -> Region:
         """An official test area (alps, texas, toshka, amazon, napa, gobi); default radius = the DB subset's 5000 km."""
         key = name.strip().lower()
         if key not in TEST_AREAS:
@@ -78,7 +78,7 @@ class Region:
         return cls.circle(lat, lon, radius_km, name=key)
 
     @classmethod
-    def parse(cls, text: str) -> "Region":
+    def parse(cls, text: str) -> Region:
         """CLI syntax: ``world``, ``bbox:W,S,E,N``, ``circle:LAT,LON,KM``, ``AREA`` or ``AREA:KM``."""
         text = text.strip()
         kind, _, args = text.partition(":")

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import faiss
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from earthloc.errors import InputError
 from earthloc.eval import protocol
 from earthloc.geo import visibility
+from earthloc.geo.areas import TEST_AREAS
 from earthloc.models.registry import model_spec
 
 ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
@@ -264,7 +265,7 @@ def evaluate_areas(
     ``desc_row``: (N,) row of ``db_desc`` holding each DB image (-1: not encoded), when ``db_desc`` holds
     only the images some area uses (the whole 4x rotated DB would not fit in memory).
     """
-    areas = list(areas or protocol.TEST_AREAS)
+    areas = list(areas or TEST_AREAS)
     index_of = {id(p): i for i, p in enumerate(photos)}
     results = []
     for area in areas:
@@ -301,9 +302,9 @@ def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarra
 
 
 def _check_areas(areas: Sequence[str] | None) -> list[str]:
-    areas = list(areas or protocol.TEST_AREAS)
-    if unknown := [a for a in areas if a not in protocol.TEST_AREAS]:
-        raise InputError("areas", f"unknown area(s) {unknown}; known: {list(protocol.TEST_AREAS)}")
+    areas = list(areas or TEST_AREAS)
+    if unknown := [a for a in areas if a not in TEST_AREAS]:
+        raise InputError("areas", f"unknown area(s) {unknown}; known: {list(TEST_AREAS)}")
     return areas
 
 

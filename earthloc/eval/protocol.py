@@ -16,9 +16,9 @@ vectorised with shapely over all DB images near the photo.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ import pyproj
 import shapely
 
 from earthloc.errors import InputError
-from earthloc.geo.areas import TEST_AREAS, area_centre
+from earthloc.geo.areas import area_centre
 from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Photo
 

@@ -58,7 +58,7 @@ class Footprint:
             _check_latlon(lat, lon, "footprint")
 
     @classmethod
-    def from_bounds(cls, west: float, south: float, east: float, north: float) -> "Footprint":
+    def from_bounds(cls, west: float, south: float, east: float, north: float) -> Footprint:
         """An axis-aligned lat/lon box, corners in official DB order (S,W), (N,W), (N,E), (S,E)."""
         return cls(((south, west), (north, west), (north, east), (south, east)))
 
@@ -113,7 +113,7 @@ class Footprint:
         x, y = proj.transform(_unwrap(np.array([lon]), float(self.lons.mean())), np.array([lat]))
         return bool(self.polygon_m(proj, float(self.lons.mean())).covers(shapely.Point(x[0], y[0])))
 
-    def scaled(self, factor: float) -> "Footprint":
+    def scaled(self, factor: float) -> Footprint:
         """The footprint scaled by ``factor`` about its centroid, in metres (EarthMatch's 3x rule uses 3)."""
         proj = self._laea()
         lon_ref = float(self.lons.mean())

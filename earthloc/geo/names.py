@@ -23,6 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from os import PathLike
 from pathlib import Path, PurePath
 
 from earthloc.errors import InputError
@@ -145,7 +146,7 @@ class DbImageName:
     orientation: int = 0
 
     @classmethod
-    def for_tile(cls, tile: TileBlock, year: int) -> "DbImageName":
+    def for_tile(cls, tile: TileBlock, year: int) -> DbImageName:
         """The name the official pipeline gives ``tile`` in ``year``."""
         return cls(tile, int(year), tile.corners, tile.lonlat_box_centre, official_area_km2(tile), 0)
 
@@ -299,7 +300,7 @@ def is_official_name(name: str) -> bool:
     return base.startswith("@") and base.count("@") >= 3
 
 
-def scan_db_folder(db_dir: str | PurePath) -> list[tuple[DbImageName, str]]:
+def scan_db_folder(db_dir: str | PathLike[str]) -> list[tuple[DbImageName, str]]:
     """The DB images of an official-layout folder: ``(name, path relative to db_dir)`` for every
     ``database/*/*/*.jpg`` with an official name, sorted by path (other files are skipped)."""
     root = Path(db_dir)

@@ -68,7 +68,7 @@ class TileBlock:
         return f"{self.zoom:02d}_{self.row:04d}_{self.col:04d}"
 
     @classmethod
-    def from_name(cls, name: str, size: int = 4) -> "TileBlock":
+    def from_name(cls, name: str, size: int = 4) -> TileBlock:
         """Parse ``ZZ_RRRR_CCCC`` (as in official file names and EarthMatch candidate names)."""
         parts = name.split("_")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
@@ -110,7 +110,7 @@ class TileBlock:
             for dc in range(self.size)
         ]
 
-    def surrounding(self, margin: int = 4) -> "TileBlock":
+    def surrounding(self, margin: int = 4) -> TileBlock:
         """The block grown by ``margin`` tiles on each side (EarthMatch context: 4x4 -> 12x12)."""
         return TileBlock(self.zoom, self.row - margin, self.col - margin, self.size + 2 * margin)
 

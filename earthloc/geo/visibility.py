@@ -18,7 +18,7 @@ import lzma
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from earthloc.geo.footprint import EARTH_RADIUS_KM, haversine_km
 DEFAULT_ISS_ALTITUDE_KM = 415.0
 # Farthest a TLE may be from the requested time before we refuse (TLE accuracy decays ~1-3 km/day).
 MAX_TLE_AGE = timedelta(days=14)
-_EPOCH0 = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH0 = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- visible disk ------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def _tle_epoch_s(line1: str) -> float:
     """POSIX seconds of a TLE line-1 epoch field ``YYDDD.DDDDDDDD`` (columns 19-32)."""
     yy, doy = int(line1[18:20]), float(line1[20:32])
     year = 2000 + yy if yy < 57 else 1900 + yy
-    return (datetime(year, 1, 1, tzinfo=timezone.utc) - _EPOCH0).total_seconds() + (doy - 1.0) * 86400.0
+    return (datetime(year, 1, 1, tzinfo=UTC) - _EPOCH0).total_seconds() + (doy - 1.0) * 86400.0
 
 
 TLE_ENV = "EARTHLOC_TLE"
@@ -169,7 +169,7 @@ def _satellite(line1: str, line2: str):
 
 
 def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _nearest_indices(tles: _Tles, seconds: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -103,10 +104,10 @@ class ModelIdentity:
     preprocessing: str
 
     @classmethod
-    def of(cls, model) -> "ModelIdentity":
+    def of(cls, model) -> ModelIdentity:
         """Identity of a model from :func:`earthloc.models.registry.load_model`."""
         size = int(getattr(model, "image_size", 0) or 0)
-        prep = getattr(model, "preprocessing", None)
+        prep: Any = getattr(model, "preprocessing", None)
         if hasattr(prep, "as_dict"):
             prep = json.dumps(prep.as_dict(), sort_keys=True)
         prep = prep or f"resize {size}x{size}, RGB, ImageNet mean/std"
@@ -191,13 +192,14 @@ class Index:
         self.identity = ModelIdentity(**meta["model"])
         self.db_rotations: tuple[int, ...] = tuple(meta["db_rotations"])
         self.precision: str = meta["precision"]
-        self._codes = faiss.rev_swig_ptr(index.codes.data(), index.ntotal * index.code_size).reshape(
-            index.ntotal, index.code_size) if index.ntotal else np.zeros((0, index.code_size), np.uint8)
+        codes, size = index.codes, index.code_size  # type: ignore[attr-defined]  # flat-codes indexes only
+        self._codes = faiss.rev_swig_ptr(codes.data(), index.ntotal * size).reshape(
+            index.ntotal, size) if index.ntotal else np.zeros((0, size), np.uint8)
         self.centre_lat = self.manifest["centre_lat"].to_numpy(np.float64)
         self.centre_lon = self.manifest["centre_lon"].to_numpy(np.float64)
         self._band = np.floor(self.centre_lat)  # ascending: rows are in geo-cell order
         self._xyz: np.ndarray | None = None
-        self._shadow = None  # bf16 shadow of fp32 vectors for the two-stage exact scan (made on first use)
+        self._shadow: Any = None  # bf16 shadow of fp32 vectors for the two-stage exact scan (made on first use)
         self._shadow_lock = threading.Lock()
 
     def centre_xyz(self) -> np.ndarray:
@@ -242,7 +244,7 @@ class Index:
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, manifest: pd.DataFrame, identity: ModelIdentity,
-                     rotations: str = "query", precision: str = "fp32", db_dir: Path | None = None) -> "Index":
+                     rotations: str = "query", precision: str = "fp32", db_dir: Path | None = None) -> Index:
         """An in-memory index from descriptors ``(N, R_db, D)`` float32 aligned with ``manifest`` rows.
 
         ``R_db`` is 1 for ``rotations="query"`` and 4 (0/90/180/270) for ``rotations="db"``.
@@ -264,7 +266,7 @@ class Index:
 
     @classmethod
     def from_faiss(cls, index: faiss.Index, manifest: pd.DataFrame, identity: ModelIdentity, rotations: str = "query",
-                   precision: str = "fp32", db_dir: Path | None = None) -> "Index":
+                   precision: str = "fp32", db_dir: Path | None = None) -> Index:
         """Wrap a filled FAISS flat-codes index whose vectors follow ``manifest`` rows, which must already
         be in geo-cell order (:func:`geo_order`); used to build very large indexes chunk by chunk."""
         db_rotations = (0,) if rotations == "query" else ROTATIONS
@@ -287,7 +289,7 @@ class Index:
 
     @classmethod
     def build(cls, db_dir: Path, encoder: Encoder | torch.nn.Module, out_dir: Path, rotations: str = "query",
-              precision: str = "fp32", chunk: int = 1024, progress: bool = True) -> "Index":
+              precision: str = "fp32", chunk: int = 1024, progress: bool = True) -> Index:
         """Encode every image of the DB folder ``db_dir`` with ``encoder`` and save the index to ``out_dir``.
 
         ``encoder``: an :class:`earthloc.models.encoders.Encoder` (here or on Ray), or a bare model
@@ -340,7 +342,7 @@ class Index:
         self.path = out_dir
 
     @classmethod
-    def open(cls, path: Path, model=None, db_dir: Path | None = None) -> "Index":
+    def open(cls, path: Path, model=None, db_dir: Path | None = None) -> Index:
         """Open a saved index folder.
 
         ``model``: if given, it must be the model the index was built with (name, checkpoint hash,
@@ -497,7 +499,7 @@ class Index:
                 raise InputError("mask", f"expected ({nq}, {n}) booleans, got {mask.shape}")
         # slot = db_slot * R + q_slot  ->  rotation applied to the DB image
         rot_of_slot = np.array([(d - r) % 360 for d in self.db_rotations for r in qrot], dtype=np.int64)
-        out = []
+        out: list[list[Hit]] = []
         for i in range(nq):
             m = None if mask is None else mask[i]
             if n == 0 or (m is not None and not m.any()):

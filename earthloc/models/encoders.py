@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def ray_session(address: str, cpus_per_task: int):
         raise InputError("address", "Ray is not installed here: pip install 'earthloc[ray]'") from err
     started = False
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
             # "local" always starts a fresh instance: a plain ray.init() would join whatever cluster
             # /tmp/ray/ray_current_cluster names (another user's, or a dead one, on a shared machine)
@@ -130,7 +130,7 @@ class RayEncoder:
         items = list(items)
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         out = list(self.encode_batches(batches, rotations))
-        dim = int(self.model.descriptor_dim)
+        dim = int(getattr(self.model, "descriptor_dim"))
         return np.concatenate(out) if out else np.empty((0, len(tuple(rotations)), dim), np.float32)
 
     def encode_batches(self, batches: Iterable[Sequence[Item]], rotations: Sequence[int],

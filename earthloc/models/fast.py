@@ -30,7 +30,7 @@ import io
 import logging
 import warnings
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def bf16_supported() -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _importable(module: str) -> bool:
     import importlib.util
 
@@ -71,10 +71,12 @@ def _importable(module: str) -> bool:
 
 
 def ort_available() -> bool:
+    """Whether ONNX Runtime can be imported here."""
     return _importable("onnxruntime")
 
 
 def ov_available() -> bool:
+    """Whether OpenVINO can be imported here."""
     return _importable("openvino")
 
 

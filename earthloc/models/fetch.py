@@ -48,6 +48,7 @@ def weights_dir() -> Path:
 
 
 def cached_path(remote: RemoteWeights) -> Path:
+    """Where the weights file of ``remote`` lives in the local weights cache."""
     return weights_dir() / remote.filename
 
 

@@ -139,6 +139,7 @@ def calibration_samples(outs: list[RefinementOutcome]) -> tuple[np.ndarray, np.n
 
 
 def calibrate(outs: list[RefinementOutcome], matcher: str, precision: float, data: str = "") -> Calibration:
+    """A calibration (inlier threshold for ``precision``, confidence curve) fitted on every outcome."""
     x, y, _ = calibration_samples(outs)
     return fit_calibration(x, y, matcher, precision, n_photos=len(outs), data=data)
 

@@ -22,8 +22,8 @@ from PIL import Image
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint, intersection_km2
-from earthloc.records import Candidate, Localization
 from earthloc.models.preprocess import load_image
+from earthloc.records import Candidate, Localization
 from earthloc.refine.calibration import Calibration, load_calibration
 from earthloc.refine.context import ContextProvider, DbContexts
 from earthloc.refine.homography import MIN_PHOTO_PX, WORK_PX, Refinement, photo_frame, refine_candidate
@@ -147,7 +147,7 @@ class DbRefiner:
     calibration: Calibration | None
 
     @classmethod
-    def open(cls, db_dir: Path | None, matcher_name: str = "xfeat-lg") -> "DbRefiner":
+    def open(cls, db_dir: Path | None, matcher_name: str = "xfeat-lg") -> DbRefiner:
         """The refiner over ``db_dir``; a missing DB folder or unknown matcher -> :class:`InputError`."""
         if db_dir is None or not Path(db_dir).is_dir():
             raise InputError("refine", f"needs the DB images; the index's DB folder {db_dir} is not there")

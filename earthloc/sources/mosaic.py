@@ -84,7 +84,7 @@ class MosaicSource:
         self._images = DecodedImages(cache_images, "mosaic image")
 
     @classmethod
-    def from_iss_mini(cls, root: str | Path | None = None) -> "MosaicSource":
+    def from_iss_mini(cls, root: str | Path | None = None) -> MosaicSource:
         """All contexts listed in ``<root>/iss_mini/contexts.csv`` (``root`` defaults to the shared data dir).
 
         ``root`` may also be the ``iss_mini`` folder itself.

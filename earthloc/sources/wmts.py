@@ -301,7 +301,7 @@ class WmtsSource:
         self._pool.shutdown(wait=True)
         self._client.close()
 
-    def __enter__(self) -> "WmtsSource":
+    def __enter__(self) -> WmtsSource:
         return self
 
     def __exit__(self, *exc) -> None:

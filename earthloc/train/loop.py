@@ -115,6 +115,7 @@ def freeze(model: torch.nn.Module, prefixes: tuple[str, ...]) -> int:
 
 
 def default_frozen(model_name: str) -> tuple[str, ...]:
+    """Parameter-name prefixes frozen by default when training ``model_name``."""
     return DEFAULT_FROZEN["earthloc" if model_name == "earthloc" else "lite0"]
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from earthloc.geo.areas import TEST_AREAS
 from earthloc.geo.footprint import haversine_km
-from earthloc.eval.protocol import TEST_AREAS
 
 EARTHLOC = str(Path(sys.executable).with_name("earthloc"))
 

@@ -10,7 +10,7 @@ import lzma
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ def test_time_works_from_any_folder_without_shared_data(small_index, shared_data
     assert res.returncode in (0, 1), res.stderr  # 1: the index may not cover where the ISS was
     assert "TLE" not in res.stderr and "Traceback" not in res.stderr
     got = json.loads(res.stdout)[0]["nadir"]
-    st = visibility.iss_state(datetime(2017, 2, 25, 10, 20, 30, tzinfo=timezone.utc),
+    st = visibility.iss_state(datetime(2017, 2, 25, 10, 20, 30, tzinfo=UTC),
                               shared_data / "orbits" / "iss_tle.txt")
     assert got == pytest.approx([st.lat, st.lon], abs=1e-9)
 
@@ -57,10 +57,10 @@ def test_env_var_points_at_a_newer_file(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv(visibility.TLE_ENV, str(newer))
     tles = visibility.load_tles()
     assert len(tles.epochs) == 1 and tles.lines[0] == pair
-    _, _, epoch = visibility.nearest_tle(datetime(2024, 9, 1, tzinfo=timezone.utc))
+    _, _, epoch = visibility.nearest_tle(datetime(2024, 9, 1, tzinfo=UTC))
     assert epoch.year == 2024
     with pytest.raises(InputError, match="no ISS TLE within"):  # only what the file holds
-        visibility.iss_state(datetime(2010, 1, 1, tzinfo=timezone.utc))
+        visibility.iss_state(datetime(2010, 1, 1, tzinfo=UTC))
     monkeypatch.setenv(visibility.TLE_ENV, str(tmp_path / "missing.txt"))
     with pytest.raises(InputError, match="missing.txt.*EARTHLOC_TLE"):
         visibility.load_tles()

@@ -183,7 +183,7 @@ def test_cli_build_on_the_cluster_equals_local_and_records_a_missing_place(clust
                            env={**os.environ, **CLIENT_ENV})
         assert r.returncode == 1, r.stderr  # finished, but one image is missing
         assert "2 Ray nodes" in r.stdout and "wrote 24," in r.stdout, r.stdout
-        assert f"MISSING database/2018_12/" in r.stderr and f"{gone.y}.jpg: HTTP 404" in r.stderr
+        assert "MISSING database/2018_12/" in r.stderr and f"{gone.y}.jpg: HTTP 404" in r.stderr
         assert "Traceback" not in r.stderr
         assert server.n_requests == len(server.counts) == 144  # each tile once, the whole cluster together
         built = manifest.load(tmp_path / "db")

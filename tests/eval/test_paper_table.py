@@ -12,8 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earthloc.eval.official import (ROTATIONS, evaluate_areas, load_dataset, paper_csv, paper_markdown, published_rows,
-                                    table_row, OfficialRun)
+from earthloc.eval.official import (
+    ROTATIONS,
+    OfficialRun,
+    evaluate_areas,
+    load_dataset,
+    paper_csv,
+    paper_markdown,
+    published_rows,
+    table_row,
+)
 from earthloc.models.registry import model_spec
 
 DB_YEAR = 2018

@@ -4,7 +4,7 @@ photo metadata (nadir to 0.1 deg, date only) allows us to check."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,7 @@ def test_tle_file_parsed_sorted_and_nearest(shared_data):
     assert np.any(np.diff(jd_all) < 0)  # the file is not chronological...
     unix = (np.sort(jd_all) - 2440587.5) * 86400
     assert np.allclose(unix, tles.epochs, atol=1e-3)  # ...and we hold every epoch, sorted
-    when = datetime(2019, 3, 14, 15, 9, 26, tzinfo=timezone.utc)
+    when = datetime(2019, 3, 14, 15, 9, 26, tzinfo=UTC)
     l1, l2, epoch = nearest_tle(when)
     jd_when = 2440587.5 + when.timestamp() / 86400
     best = np.abs(jd_all - jd_when).min()
@@ -88,7 +88,7 @@ def test_iss_state_matches_skyfields_full_earth_model():
     for when in (datetime(2004, 2, 1, 3, 0), datetime(2016, 5, 5, 18, 30, 12), datetime(2023, 11, 30, 23, 59)):
         st = iss_state(when)
         l1, l2, _ = nearest_tle(when)
-        pos = EarthSatellite(l1, l2, ts=ts).at(ts.from_datetime(when.replace(tzinfo=timezone.utc)))
+        pos = EarthSatellite(l1, l2, ts=ts).at(ts.from_datetime(when.replace(tzinfo=UTC)))
         lat, lon = wgs84.latlon_of(pos)
         assert st.lat == pytest.approx(lat.degrees, abs=0.01)
         assert (st.lon - lon.degrees + 180) % 360 - 180 == pytest.approx(0, abs=0.01)

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hubserver import COMMIT, FakeHub
 
 from earthloc.errors import InputError
 from earthloc.models.fetch import EARTHLOC2_WEIGHTS, HubWeights, fetch_hub, local_weights
-from hubserver import COMMIT, FakeHub
 
 REPO = EARTHLOC2_WEIGHTS.repo_id
 PAYLOAD = os.urandom(250_000)

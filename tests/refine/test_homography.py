@@ -8,8 +8,14 @@ import pytest
 
 from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Candidate
-from earthloc.refine.homography import (check_outline, footprint_of, initial_homography, photo_corners,
-                                        refine_candidate, warp_to_photo)
+from earthloc.refine.homography import (
+    check_outline,
+    footprint_of,
+    initial_homography,
+    photo_corners,
+    refine_candidate,
+    warp_to_photo,
+)
 from earthloc.refine.matchers import load_matcher
 
 from .conftest import load_context, oracle_lonlat

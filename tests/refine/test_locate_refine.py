@@ -15,8 +15,8 @@ import earthloc.pipeline
 import earthloc.refine.rerank
 from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock
-from earthloc.pipeline import LocateOptions, localize, open_locator
 from earthloc.photos import load_photos
+from earthloc.pipeline import LocateOptions, localize, open_locator
 
 EXE = str(Path(sys.executable).with_name("earthloc"))
 PHOTO, TRUE_TILE = "ISS050-E-70536", TileBlock(14, 6410, 9928)  # its rank-0 candidate, a hit (iss_mini)
