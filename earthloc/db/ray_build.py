@@ -44,7 +44,6 @@ from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.sources.base import ImageSkipped, TileMissing, TileSource
 
-
 RESUBMIT_DELAY_S = 1.0  # first wait before a dead worker's batch runs again; doubles per attempt
 
 
