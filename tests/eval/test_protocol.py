@@ -8,7 +8,6 @@ import pytest
 
 from earthloc.errors import InputError
 from earthloc.eval.protocol import (
-    TEST_AREAS,
     DbFootprints,
     build_area_set,
     db_corners,
@@ -18,6 +17,7 @@ from earthloc.eval.protocol import (
     select_db,
     select_photos,
 )
+from earthloc.geo.areas import TEST_AREAS
 from earthloc.geo.footprint import Footprint, haversine_km, iou
 from earthloc.photos import load_photos
 
