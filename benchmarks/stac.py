@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -93,7 +93,7 @@ def make_scenes(n_dates: int) -> list:
                 cloud = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
                 scl[cloud] = 9
                 rgb[np.kron(cloud, np.ones((2, 2), bool))] = 250
-        scenes.append(scene_from_array(f"S2_{d:02d}", datetime(2022, 3 + d, 1, 10, tzinfo=timezone.utc), 10.0 + d,
+        scenes.append(scene_from_array(f"S2_{d:02d}", datetime(2022, 3 + d, 1, 10, tzinfo=UTC), 10.0 + d,
                                        "EPSG:3857", from_origin(nw.left, nw.top, px, px), to_dn(rgb), scl,
                                        from_origin(nw.left, nw.top, 2 * px, 2 * px), px * 0.48))
     return scenes

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import cv2
 import mercantile
@@ -27,12 +27,12 @@ import rasterio
 from PIL import Image
 from pyproj import Transformer
 from rasterio.transform import from_origin
+from stacserver import FileFaults, Scene, StacServer, cog_bytes, scene_from_array, to_dn
 
 from earthloc.db.build import build_db
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.sources.stac import GAMMA, StacSource, place_geobox, true_colour
-from stacserver import FileFaults, Scene, StacServer, cog_bytes, scene_from_array, to_dn
 
 Z, ROW0, COL0, TILES = 12, 1160, 2522, 8  # the crop: z12 rows 1160..1167, cols 2522..2529
 PX = 128  # pixels per tile in the crop
@@ -45,7 +45,7 @@ MAE_UPSAMPLED = 2.0  # 2x bilinear, then 2x area average back (measured 0.97; 0.
 
 
 def utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def ellipse(shape, cy, cx, ry, rx) -> np.ndarray:
