@@ -438,8 +438,8 @@ class StacSource:
         """This thread's pystac-client Client (requests sessions are not shared between threads)."""
         client = getattr(self._tls, "client", None)
         if client is None:
-            retry = Retry(total=self._retries, backoff_factor=self._backoff_s, status_forcelist=sorted(RETRY_STATUS),
-                          allowed_methods=None, raise_on_status=False)
+            retry = Retry(total=self._retries, connect=2, backoff_factor=self._backoff_s,  # a refused host: soon
+                          status_forcelist=sorted(RETRY_STATUS), allowed_methods=None, raise_on_status=False)
             io_ = StacApiIO(timeout=self._timeout_s, max_retries=retry)
             io_.session.hooks["response"].append(self._count_search)
             try:
@@ -513,7 +513,9 @@ class StacSource:
     def _median(self, items, gbox: GeoBox, block: TileBlock, budget: Budget) -> tuple[np.ndarray, np.ndarray]:
         keys = {role: _asset_key(items[0], role) for role in ASSET_KEYS}
         colour = [keys["red"], keys["green"], keys["blue"]]
-        ds = self._load(items, colour + [keys["scl"]], gbox, budget)
+        # read one chunk per band and date (one open per file), then reduce in 256-px pieces: the float
+        # stacks of a many-date place stay small (T x 256 x 256) instead of T x 1024 x 1024 per band
+        ds = self._load(items, colour + [keys["scl"]], gbox, budget).chunk({"time": -1, "y": 256, "x": 256})
         lon = block.centre[1]
         coeff = {}
         for it in items:  # items of one solar day share a processing baseline
@@ -525,7 +527,7 @@ class StacSource:
         refl = [ds[k].astype("float32") * scale[:, i, None, None] + offset[:, i, None, None]
                 for i, k in enumerate(colour)]
         valid = [(ds[k] != 0) & clear for k in colour]  # DN 0 = no data in S2 L2A
-        med = [xr.apply_ufunc(clear_median, r.where(v).chunk(time=-1), input_core_dims=[["time"]], dask="parallelized",
+        med = [xr.apply_ufunc(clear_median, r.where(v), input_core_dims=[["time"]], dask="parallelized",
                               output_dtypes=[np.float32]) for r, v in zip(refl, valid)]
         count = (valid[0] & valid[1] & valid[2]).sum("time")
         with dask.config.set(scheduler="threads", num_workers=self.workers):

@@ -14,6 +14,7 @@ own grid) re-dated into 2021, two of them with a painted cloud, for a median ove
 from __future__ import annotations
 
 import math
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -383,6 +384,13 @@ def test_bad_options():
         StacSource("http://127.0.0.1:1", years=None)
     with pytest.raises(InputError, match="2015"):
         StacSource("http://127.0.0.1:1", years=[2010])
+    with socket.socket() as sock:  # a port nobody listens on: refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = StacSource(f"http://127.0.0.1:{port}", years=[2022], backoff_s=0.01)
+    with pytest.raises(InputError, match=f"127.0.0.1:{port}: cannot open the STAC API"):
+        src.search(PLACE12, 2022)
+    src.close()
 
 
 @pytest.mark.slow
