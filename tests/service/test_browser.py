@@ -94,6 +94,16 @@ def test_page_settles_uploads_a_photo_and_shows_the_evidence(served, browser, tm
     png = tmp_path / "service-error.jpg"
     page.screenshot(path=str(png), type="jpeg", quality=80)
     keep_screenshot(png, "service-error.jpg")
+
+    # an empty result is explained (a nadir over the Pacific: no DB image in its visible disk)
+    page.set_input_files("input[name=photo]", str(small.photo.path))
+    page.fill("input[name=nadir_lat]", "-10")
+    page.fill("input[name=nadir_lon]", "-140")
+    page.uncheck("input[name=refine]")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('note').textContent.length > 0", timeout=300_000)
+    assert page.locator("#note").inner_text().startswith("No DB image of this index lies in the area visible")
+    assert page.locator("#err").inner_text() == "" and page.locator("tr.cand").count() == 0
     page.close()
 
 
