@@ -98,6 +98,25 @@ def append_jsonl(path: Path, loc: Localization, **fields) -> None:
         f.flush()
 
 
+def drop_torn_tail(path: Path) -> None:
+    """Cut a torn last line (a crash mid-write) off a JSON-lines file, so the next append starts a line."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, 2)
+        if not size:
+            return
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut < 0 and size > len(tail):  # a torn line longer than 64 KiB: find its start the slow way
+            f.seek(0)
+            whole = f.read()
+            f.truncate(whole.rfind(b"\n") + 1)
+            return
+        f.truncate(size - len(tail) + cut + 1)
+
+
 def read_jsonl_rows(path: Path) -> list[dict]:
     """The JSON objects of a JSON-lines file; a torn last line (crash mid-write) is ignored."""
     out = []

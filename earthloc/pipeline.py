@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from earthloc import outputs
 from earthloc.errors import InputError
+from earthloc.geo.visibility import check_nadir_time
 from earthloc.index.store import Index, ModelIdentity
 from earthloc.locate import Locator
 from earthloc.models.encoders import Encoder, LocalEncoder
@@ -154,6 +155,8 @@ def prepare(locator: Locator, photo: Photo) -> Prepared:
     if photo.path is None:
         raise InputError(photo.mrf, "no image file for this photo")
     path = photo.path
+    if photo.nadir is not None and photo.time is not None and photo.extra.get("time_precision") == "exact":
+        check_nadir_time(photo.nadir, photo.time, photo.mrf)  # both given: they must agree
     resolved = locator.resolve(photo)
     image = load_image(path)
     if min(image.size) < MIN_PHOTO_SIDE_PX:
@@ -278,6 +281,8 @@ def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions =
     """
     run = run_digest(locator, options)
     keys = [record_key(p, run) for p in photos]
+    if progress_file is not None and Path(progress_file).exists():
+        outputs.drop_torn_tail(Path(progress_file))  # a kill mid-line: appends must start a fresh line
     done = read_progress(progress_file, options)
     todo = list({k: p for p, k in zip(photos, keys) if k not in done}.items())  # one per distinct key
     _tell_stale(progress_file, [p for _, p in todo])

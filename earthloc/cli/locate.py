@@ -31,23 +31,7 @@ def _parse_nadir(text: str) -> tuple[float, float]:
     return lat, lon
 
 
-# --nadir and --time together must name the same place: 150 km is ~20 s of the ISS ground track
-# (7.2 km/s), well above TLE error (a few km per day of age) and NASA's 0.1-degree nadir rounding.
-NADIR_TIME_TOLERANCE_KM = 150.0
 ALTITUDE_RANGE_KM = (150.0, 1000.0)  # the ISS has flown at 330..440 km; outside this range is a typo
-
-
-def _check_nadir_time(nadir: tuple[float, float], when: datetime) -> None:
-    from pyproj import Geod
-
-    from earthloc.geo.visibility import iss_state
-
-    state = iss_state(when)
-    km = Geod(ellps="WGS84").inv(nadir[1], nadir[0], state.lon, state.lat)[2] / 1000  # on the ellipsoid
-    if km > NADIR_TIME_TOLERANCE_KM:
-        raise InputError("--nadir", f"{nadir[0]},{nadir[1]} is {km:,.0f} km from the ISS nadir at --time "
-                                    f"{when.isoformat()} ({state.lat:.2f},{state.lon:.2f}; tolerance "
-                                    f"{NADIR_TIME_TOLERANCE_KM:.0f} km): give the one you trust")
 
 
 def _parse_time(text: str) -> datetime:
@@ -104,7 +88,9 @@ def locate(
     nadir_ll = _parse_nadir(nadir) if nadir else None
     when = _parse_time(time) if time else None
     if nadir_ll and when:
-        _check_nadir_time(nadir_ll, when)
+        from earthloc.geo.visibility import check_nadir_time
+
+        check_nadir_time(nadir_ll, when, "--nadir and --time")
     if altitude is not None and not ALTITUDE_RANGE_KM[0] <= altitude <= ALTITUDE_RANGE_KM[1]:
         lo, hi = ALTITUDE_RANGE_KM
         raise InputError("--altitude", f"{altitude:g} km is not an ISS altitude ({lo:.0f}..{hi:.0f} km)")

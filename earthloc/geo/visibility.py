@@ -223,6 +223,22 @@ def _propagate(line1: str, line2: str, start: datetime, offsets_s: np.ndarray) -
     return np.asarray(lat), np.asarray(lon), np.asarray(h) / 1000.0
 
 
+# A nadir and an exposure time given together must name the same place: 150 km is ~20 s of the ISS
+# ground track (7.2 km/s), well above TLE error (a few km per day of age) and NASA's 0.1-degree rounding.
+NADIR_TIME_TOLERANCE_KM = 150.0
+
+
+def check_nadir_time(nadir: tuple[float, float], when: datetime, where: object) -> None:
+    """InputError naming ``where`` when ``nadir`` (lat, lon degrees) is farther than
+    :data:`NADIR_TIME_TOLERANCE_KM` (on the WGS84 ellipsoid) from the ISS nadir at ``when``."""
+    state = iss_state(when)
+    km = pyproj.Geod(ellps="WGS84").inv(nadir[1], nadir[0], state.lon, state.lat)[2] / 1000
+    if km > NADIR_TIME_TOLERANCE_KM:
+        raise InputError(where, f"nadir {nadir[0]},{nadir[1]} is {km:,.0f} km from the ISS nadir at time "
+                                f"{_utc(when).isoformat()} ({state.lat:.2f},{state.lon:.2f}; tolerance "
+                                f"{NADIR_TIME_TOLERANCE_KM:.0f} km): give the one you trust")
+
+
 def iss_state(when: datetime, tle_path: Path | str | None = None) -> IssState:
     """ISS nadir (WGS84 geodetic lat/lon, degrees) and height (km) at UTC ``when`` (naive = UTC)."""
     l1, l2, epoch = nearest_tle(when, tle_path)

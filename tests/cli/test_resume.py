@@ -47,8 +47,11 @@ def test_resume_recomputes_exactly_the_photos_whose_inputs_changed(small_index, 
     assert [r["mrf"] for r in _progress(out)] == list(MRFS)
     first = out.read_bytes()
 
+    prog = out.with_name(out.name + ".progress.jsonl")
+    with open(prog, "a") as f:
+        f.write('{"mrf": "ISS05')  # a kill mid-write: a torn last line
     assert _locate(small_index, csv, out, "--top", "5") == 0  # nothing changed: nothing redone
-    assert len(_progress(out)) == 3 and out.read_bytes() == first
+    assert len(_progress(out)) == 3 and out.read_bytes() == first  # and the torn line is gone
 
     moved = {**NADIRS, "ISS055-E-27330": (33.0, 44.5)}  # a fixed nadir: that photo only
     capsys.readouterr()
@@ -93,3 +96,63 @@ def test_a_place_outside_the_index_and_a_tiny_photo_are_error_rows(small_index, 
     assert "1x1 px is too small" in res[1]["error"]
     assert res[2]["error"] is None and res[2]["candidates"]
     assert "1/3 photos localized" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_9_mid_batch_with_refinement_then_resume_is_exact(small_index, shared_data, tmp_path):
+    """`locate --refine` killed with SIGKILL after its first records, then rerun: the final output is
+    byte-identical to an uninterrupted run, and the photos done before the kill are not redone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = str(Path(sys.executable).with_name("earthloc"))
+    photos = sorted((shared_data / "iss_mini" / "queries").glob("*.jpg"))[:6]
+    csv = tmp_path / "p.csv"
+    csv.write_text("path,nadir_lat,nadir_lon\n" + "".join(f"{p},{34 + 0.3 * i},{42 - 0.2 * i}\n"
+                                                          for i, p in enumerate(photos)))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def cmd(out: Path) -> list[str]:
+        return [exe, "locate", str(csv), "--index", str(small_index), "--out", str(out), "--top", "2",
+                "--refine", "--matcher", "orb"]
+
+    whole = tmp_path / "whole.json"
+    assert subprocess.run(cmd(whole), env=env, capture_output=True, timeout=900).returncode == 0
+    out = tmp_path / "killed.json"
+    progress = out.with_name(out.name + ".progress.jsonl")
+    proc = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if progress.exists() and len(progress.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()  # killed before its output
+    done = [json.loads(ln)["mrf"] for ln in progress.read_text().splitlines() if ln.endswith("}")]
+    assert 2 <= len(done) < 6
+    assert subprocess.run(cmd(out), env=env, capture_output=True, timeout=900).returncode == 0
+    assert out.read_bytes() == whole.read_bytes()
+    rows = [json.loads(ln) for ln in progress.read_text().splitlines() if ln.endswith("}")]
+    assert sorted(r["mrf"] for r in rows[len(done):]) == sorted(p.stem for p in photos if p.stem not in done)
+
+
+def test_metadata_nadir_and_time_that_disagree_are_an_error_row(small_index, batch, capsys):
+    from datetime import datetime, timezone
+
+    from earthloc.geo.visibility import iss_state
+
+    when = "2017-02-25T10:20:30Z"
+    st = iss_state(datetime(2017, 2, 25, 10, 20, 30, tzinfo=timezone.utc))
+    p = batch / "both.csv"
+    p.write_text(f"path,nadir_lat,nadir_lon,time\nISS050-E-70536.jpg,34.0,42.0,{when}\n"
+                 f"ISS055-E-27330.jpg,{st.lat + 0.5:.4f},{st.lon:.4f},{when}\n")
+    out = batch / "res.json"
+    _locate(small_index, p, out)
+    res = json.loads(out.read_text())
+    far = res[0]["error"]
+    assert "ISS050-E-70536" in far and "km from the ISS nadir" in far and "tolerance 150 km" in far
+    assert "km from the ISS nadir" not in (res[1]["error"] or "")  # 55 km apart: within the tolerance
