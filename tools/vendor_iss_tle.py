@@ -21,6 +21,7 @@ TLE = "astro_pi_replay/resources/iss.txt"
 
 
 def main(wheel: str) -> None:
+    """Write the xz-compressed TLE history and its licence from the wheel at ``wheel``."""
     with zipfile.ZipFile(wheel) as z:
         data = z.read(TLE)
         licence = next(n for n in z.namelist() if n.upper().endswith("LICENCE.TXT"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -141,12 +142,12 @@ def test_kill_9_mid_batch_with_refinement_then_resume_is_exact(small_index, shar
 
 
 def test_metadata_nadir_and_time_that_disagree_are_an_error_row(small_index, batch, capsys):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from earthloc.geo.visibility import iss_state
 
     when = "2017-02-25T10:20:30Z"
-    st = iss_state(datetime(2017, 2, 25, 10, 20, 30, tzinfo=timezone.utc))
+    st = iss_state(datetime(2017, 2, 25, 10, 20, 30, tzinfo=UTC))
     p = batch / "both.csv"
     p.write_text(f"path,nadir_lat,nadir_lon,time\nISS050-E-70536.jpg,34.0,42.0,{when}\n"
                  f"ISS055-E-27330.jpg,{st.lat + 0.5:.4f},{st.lon:.4f},{when}\n")
