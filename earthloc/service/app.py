@@ -170,10 +170,12 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
             raise HTTPException(404, f"job {job_id}: unknown (or forgotten)")
         if state["state"] == "done":
             res: JobResult = job.result
-            state["result"] = {"candidates": outputs.to_dict(res.loc)["candidates"], "evidence": res.evidence,
+            record = outputs.to_dict(res.loc)  # the same fields as `earthloc locate --format json`
+            state["result"] = {"candidates": record["candidates"], "evidence": res.evidence,
                                "empty_reason": res.empty_reason, "mrf": res.loc.photo.mrf,
                                "nadir": res.loc.photo.nadir, "refined": res.loc.refined_footprint is not None,
-                               "confidence": res.loc.confidence, "inliers": res.loc.inliers}
+                               "verified": record.get("verified"), "confidence": res.loc.confidence,
+                               "inliers": res.loc.inliers}
         return state
 
     @app.get("/api/jobs/{job_id}/result.{fmt}")
