@@ -171,15 +171,8 @@ def encode(locator: Locator, batches: Iterable[Sequence[Prepared]]) -> Iterator[
 
 
 def search(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions) -> Localization:
-    """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk; an error
-    record when that disk holds no DB image of the index (the index does not cover the place)."""
-    loc = locator.rank(prepared.photo, descriptors, options.top_k)
-    p = prepared.photo
-    if not loc.candidates and p.nadir is not None:
-        return replace(loc, error=f"{p.mrf}: no DB image of the index lies in the area visible from the ISS at "
-                                  f"nadir {p.nadir[0]:.3f},{p.nadir[1]:.3f} ({p.altitude_km:.0f} km up): "
-                                  "the index does not cover this place")
-    return loc
+    """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk."""
+    return locator.rank(prepared.photo, descriptors, options.top_k)
 
 
 def refine(refiner: DbRefiner, loc: Localization, prepared: Prepared, options: LocateOptions) -> Localization:
@@ -289,11 +282,22 @@ def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions =
     results = dict(done)
     with tqdm(total=len(todo), desc="locating", unit="photo", disable=not progress or not todo) as bar:
         for (key, _), loc in zip(todo, localize_stream(locator, [p for _, p in todo], options, on_event)):
-            results[key] = loc
+            results[key] = loc = _uncovered(loc)
             if progress_file is not None:
                 outputs.append_jsonl(Path(progress_file), loc, inputs=key)
             bar.update(1)
     return [results[k] for k in keys]
+
+
+def _uncovered(loc: Localization) -> Localization:
+    """In a batch, a photo with no candidate because its visible disk holds no DB image of the index is
+    an error record (the index does not cover the place), not "localized" with nothing."""
+    p = loc.photo
+    if loc.candidates or loc.error or p.nadir is None:
+        return loc
+    alt = f" ({p.altitude_km:.0f} km up)" if p.altitude_km is not None else ""
+    return replace(loc, error=f"{p.mrf}: no DB image of the index lies in the area visible from the ISS at nadir "
+                              f"{p.nadir[0]:.3f},{p.nadir[1]:.3f}{alt}: the index does not cover this place")
 
 
 # --- the progress file (the one place that reads and keys it) ------------------------------------
