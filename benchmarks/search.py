@@ -34,7 +34,10 @@ import pandas as pd
 
 from benchmarks._record import record
 from earthloc.config import data_dir
-from earthloc.index.store import ROTATIONS, Index, ModelIdentity, geo_order
+from earthloc.index.formats import ROTATIONS
+from earthloc.index.identity import ModelIdentity
+from earthloc.index.order import geo_order
+from earthloc.index.store import Index
 
 N_PLACES = 161_496
 DIM = 4096
@@ -79,7 +82,7 @@ def time_interleaved(index: Index, nadirs: np.ndarray, rounds: int, rng: np.rand
     ``rounds`` so that both see the same machine load. Returns (disk seconds, disk sizes, flat seconds)."""
     from earthloc.locate import disk_mask
 
-    xb = index._vectors(0, index.faiss.ntotal) if xb is None else xb  # default: the 1x fp32 vectors, a view
+    xb = index.vectors(0, index.faiss.ntotal) if xb is None else xb  # default: the 1x fp32 vectors, a view
     q = unit(rng, len(nadirs), 4)
     index.search(q[:1], 100)  # warm up BLAS threads
     faiss.knn(q[0, :1], xb, 100, metric=faiss.METRIC_L2)
@@ -109,7 +112,7 @@ def time_flat_l2(xb: np.ndarray, n_queries: int, rng: np.random.Generator) -> fl
 
 def bytes_per_place(rng: np.random.Generator) -> dict[str, float]:
     """Serialized bytes per place at 4096-d: (size(2n) - size(n)) / n, plus fixed bytes over 161,496 places."""
-    from earthloc.index.store import _new_faiss
+    from earthloc.index.formats import new_faiss as _new_faiss
 
     x = unit(rng, 4096)
     out = {}
@@ -135,7 +138,7 @@ def recall_cost(out_dir: Path) -> dict[str, dict[str, float]]:
         run_demo(out_dir, progress=False)
     locator = open_locator(out_dir / "index", "lite0-gem")
     exact = locator.index
-    vecs = exact._vectors(0, exact.faiss.ntotal)[:, None, :]
+    vecs = exact.vectors(0, exact.faiss.ntotal)[:, None, :]
     root = data_dir() / "iss_mini"
     photos = [p for p in load_photos(root / "queries.csv", root / "queries") if p.path]
     qphotos = locator.encode([p.path for p in photos])  # (32, 4, D)
@@ -196,7 +199,7 @@ def main() -> None:
           f"mean {1e3 * secs.mean():.1f} ms, median {1e3 * np.median(secs):.1f} ms, p95 {1e3 * np.percentile(secs, 95):.1f} ms "
           f"per photo; DB images searched: median {int(np.median(sizes)):,}, max {sizes.max():,} "
           f"({100 * np.median(sizes) / len(index):.1f}% / {100 * sizes.max() / len(index):.1f}% of the index)")
-    xb = index._vectors(0, index.faiss.ntotal)
+    xb = index.vectors(0, index.faiss.ntotal)
     t_half = time_flat_l2(xb[: len(xb) // 2], 2, rng)
     if x4 is not None:
         t_4x = float(flat.mean())

@@ -23,7 +23,7 @@ from earthloc.errors import InputError
 from earthloc.geo import visibility
 from earthloc.geo.footprint import EARTH_RADIUS_KM, Footprint
 from earthloc.geo.tiles import TileBlock
-from earthloc.index.store import ROTATIONS, Index
+from earthloc.index.store import Index
 from earthloc.models.encoders import Encoder, as_encoder
 from earthloc.records import Candidate, Localization, Photo
 
@@ -75,7 +75,7 @@ class Locator:
         self.require_area = require_area
         self.merge_years = merge_years
         # a 1x index is searched with the photo at 4 rotations; a 4x rotated index with the photo as is
-        self.query_rotations = ROTATIONS if index.rotations == "query" else (0,)
+        self.query_rotations = index.rotations.query_rotations
         self._n_years = max(1, int(index.manifest["year"].nunique()))
         self._tiles = index.manifest["tile"].tolist()
         self._years = index.manifest["year"].astype(int).tolist()

@@ -37,7 +37,8 @@ from tqdm import tqdm
 from earthloc import outputs
 from earthloc.errors import InputError
 from earthloc.geo.visibility import check_nadir_time
-from earthloc.index.store import Index, ModelIdentity
+from earthloc.index.identity import ModelIdentity
+from earthloc.index.store import Index
 from earthloc.locate import Locator
 from earthloc.models.encoders import Encoder, LocalEncoder
 from earthloc.models.preprocess import load_image

@@ -50,7 +50,7 @@ def setup(shared_data, tmp_path_factory):
 def brute_force_rows(index: Index, q: np.ndarray, mask: np.ndarray, k: int) -> list[int]:
     """FAISS exhaustive inner product over every vector, then the mask, then one entry per DB image."""
     flat = faiss.IndexFlatIP(index.dim)
-    flat.add(index._vectors(0, index.faiss.ntotal))
+    flat.add(index.vectors(0, index.faiss.ntotal))
     scores, ids = flat.search(q, flat.ntotal)
     best: dict[int, float] = {}
     for srow, irow in zip(scores, ids):
@@ -111,7 +111,7 @@ def test_official_4x_rotated_index_on_real_descriptors(setup, tmp_path):
     loc = Locator(ix4, model)
     assert loc.query_rotations == (0,)
     flat = faiss.IndexFlatIP(ix4.dim)
-    flat.add(ix4._vectors(0, ix4.faiss.ntotal))
+    flat.add(ix4.vectors(0, ix4.faiss.ntotal))
     for mrf in ("ISS050-E-70536", "ISS052-E-43456"):
         photo = loc.resolve(photos[mrf])
         mask = loc.visible_mask(photo)
@@ -193,7 +193,7 @@ def test_disk_mask_equals_in_visible_disk_over_every_row(shared_data):
     import pandas as pd
 
     from earthloc.geo.visibility import in_visible_disk
-    from earthloc.index.store import ModelIdentity
+    from earthloc.index.identity import ModelIdentity
     from earthloc.locate import disk_mask
 
     df = pd.read_csv(shared_data / "earthloc_meta" / "db_tiles_2021.csv")

@@ -177,13 +177,13 @@ def areas(
     """Per official test area: how many photos (nadir < 2500 km) and DB images (centre < 5000 km) are selected;
     with --db also how many photos survive the official drop rule (a positive in the DB, all positives inside)."""
     from earthloc.eval.protocol import (
-        TEST_AREAS,
         build_area_set,
         db_for_year,
         load_db_table,
         select_db_mask,
         select_photos,
     )
+    from earthloc.geo.areas import TEST_AREAS
     from earthloc.photos import load_photos
 
     photo_list = load_photos(queries)

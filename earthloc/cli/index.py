@@ -34,14 +34,14 @@ def build(
 ) -> None:
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
     from earthloc.errors import InputError
-    from earthloc.index.store import PRECISIONS, Index
+    from earthloc.index.formats import PRECISIONS, RotationMode
+    from earthloc.index.store import Index
     from earthloc.models.encoders import LocalEncoder, RayEncoder
     from earthloc.models.fast import resolve_device
     from earthloc.models.registry import load_model
 
     device = resolve_device(device)  # a missing GPU is bad input, before any work
-    if rotations not in ("query", "db"):
-        raise InputError("--rotations", f"must be 'query' or 'db', got {rotations!r}")
+    mode = RotationMode.parse(rotations)
     if precision not in PRECISIONS:
         raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not db.is_dir():
@@ -51,7 +51,7 @@ def build(
     net = load_model(model, checkpoint)
     encoder = (RayEncoder(net, address=ray, cpus=ray_cpus, device=device, batch_size=batch_size) if ray
                else LocalEncoder(net, device=device, batch_size=batch_size))
-    index = Index.build(db, encoder, out, rotations=rotations, precision=precision, chunk=chunk)
+    index = Index.build(db, encoder, out, rotations=mode, precision=precision, chunk=chunk)
     typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
                f"rotations={index.rotations}) with {index.model_name} -> {out}")
 

@@ -30,9 +30,8 @@ from earthloc.errors import InputError
 from earthloc.eval import protocol
 from earthloc.geo import visibility
 from earthloc.geo.areas import TEST_AREAS
+from earthloc.index.formats import ROTATIONS, RotationMode
 from earthloc.models.registry import model_spec
-
-ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 
 
 @dataclass(frozen=True)
@@ -346,11 +345,10 @@ def run_official(
 
     ``model``: a loaded descriptor model (:func:`earthloc.models.registry.load_model`).
     """
-    if rotations not in ("db", "query"):
-        raise InputError("rotations", f"must be 'db' or 'query', got {rotations!r}")
+    rotations = RotationMode.parse(rotations)
     areas = _check_areas(areas)
     db_frame, photos, year = load_dataset(Path(dataset), year)
-    db_rot, q_rot = (ROTATIONS, (0,)) if rotations == "db" else ((0,), ROTATIONS)
+    db_rot, q_rot = rotations.db_rotations, rotations.query_rotations
     db_desc, desc_row, q_desc = _encode_needed(Path(dataset), model, db_frame, photos, areas, db_rot, q_rot,
                                                batch_size, progress)
     results = evaluate_areas(photos, db_frame, q_desc, db_desc, rotations, visible_area, areas, k, desc_row=desc_row)

@@ -268,7 +268,7 @@ def benchmark(
     All indexes must hold the same DB (the baselines rank it too). Returns rule -> method rows.
     """
     from earthloc.eval import baselines
-    from earthloc.index.store import manifest_digest
+    from earthloc.index.identity import manifest_digest
 
     if not index_dirs:
         raise InputError("index_dirs", "give at least one index folder")

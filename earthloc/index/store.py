@@ -14,18 +14,21 @@ are re-scored in fp32 (:mod:`earthloc.index.scan`): half the bytes, same result.
 higher is better); on unit vectors this ranks exactly like the official L2 distance
 (``|q - x|^2 = 2 - 2 q.x``).
 
-Rotations: ``rotations="query"`` stores each DB image once (rotation 0) and the photo is encoded
-at 0/90/180/270 degrees; ``rotations="db"`` stores every DB image at the four rotations (the
-official, 4x larger layout) and the photo once. Either way :meth:`Index.search` merges the
-rotations of one DB image into one hit carrying the best score and the rotation that gave it.
+Rotations (:class:`earthloc.index.formats.RotationMode`): ``QUERY`` stores each DB image once
+(rotation 0) and the photo is encoded at 0/90/180/270 degrees; ``DB`` stores every DB image at the
+four rotations (the official, 4x larger layout) and the photo once. Either way :meth:`Index.search`
+merges the rotations of one DB image into one hit carrying the best score and the rotation that gave it.
+
+This module holds the :class:`Index` (persistence and search); the model identity, the formats, the
+geographic row order and the resumable chunked encoding of a build live beside it
+(:mod:`~earthloc.index.identity`, :mod:`~earthloc.index.formats`, :mod:`~earthloc.index.order`,
+:mod:`~earthloc.index.chunks`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,13 +44,13 @@ import torch
 from earthloc.atomic import atomic_path, write_text
 from earthloc.db.manifest import load as load_manifest
 from earthloc.errors import InputError
+from earthloc.index.chunks import encode_db, remove_chunks
+from earthloc.index.formats import ROTATIONS, RotationMode, new_faiss
+from earthloc.index.identity import ModelIdentity, manifest_digest
+from earthloc.index.order import geo_order, runs
 from earthloc.models.encoders import Encoder, as_encoder
 
 FORMAT_VERSION = 1
-ROTATIONS = (0, 90, 180, 270)
-PRECISIONS = ("fp32", "fp16", "pq")
-PQ_BITS = 8
-PQ_SUBVECTOR_DIM = 8  # PQ with d/8 sub-quantizers of 8 bits: 4096-d -> 512 bytes per vector
 _BLOCK_VECTORS = 4096  # score at most this many vectors per task (bounds memory, balances threads)
 # A disk's rim leaves gaps of 1-3 rows between long runs (rows of one latitude band just outside it):
 # reading such gaps and dropping them costs less than one more kernel call per run.
@@ -91,90 +94,6 @@ class Hit:
     row: int
     rotation_deg: int
     score: float
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What must match between the model that built an index and the one that queries it."""
-
-    name: str
-    checkpoint_hash: str | None
-    descriptor_dim: int
-    image_size: int
-    preprocessing: str
-
-    @classmethod
-    def of(cls, model) -> ModelIdentity:
-        """Identity of a model from :func:`earthloc.models.registry.load_model`."""
-        size = int(getattr(model, "image_size", 0) or 0)
-        prep: Any = getattr(model, "preprocessing", None)
-        if hasattr(prep, "as_dict"):
-            prep = json.dumps(prep.as_dict(), sort_keys=True)
-        prep = prep or f"resize {size}x{size}, RGB, ImageNet mean/std"
-        return cls(
-            name=str(model.name),
-            checkpoint_hash=getattr(model, "checkpoint_hash", None),
-            descriptor_dim=int(model.descriptor_dim),
-            image_size=size,
-            preprocessing=str(prep),
-        )
-
-    def check(self, model, where: object) -> None:
-        """Raise :class:`InputError` if ``model`` is not the model this index was built with."""
-        other = ModelIdentity.of(model)
-        for field in ("name", "checkpoint_hash", "descriptor_dim", "image_size", "preprocessing"):
-            mine, theirs = getattr(self, field), getattr(other, field)
-            if mine != theirs:
-                raise InputError(where, f"index was built with model {self.name!r} ({field}={mine!r}), "
-                                        f"not with {other.name!r} ({field}={theirs!r}); rebuild the index "
-                                        "or use the same model")
-
-
-def manifest_digest(manifest: pd.DataFrame) -> str:
-    """sha256 over the ordered (tile, year, image sha256) of every row: identifies a manifest."""
-    h = hashlib.sha256()
-    for tile, year, sha in zip(manifest["tile"], manifest["year"], manifest["sha256"]):
-        h.update(f"{tile}|{int(year)}|{sha}\n".encode())
-    return h.hexdigest()
-
-
-def geo_order(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Permutation sorting places into geo cells: 1-degree latitude bands, then longitude.
-
-    A visible disk then intersects each band in one longitude interval, i.e. one contiguous run.
-    """
-    band = np.floor(np.asarray(lat, dtype=np.float64))
-    return np.lexsort((np.asarray(lon, dtype=np.float64), band))
-
-
-def _runs(mask: np.ndarray, max_gap: int = 0) -> list[tuple[int, int]]:
-    """Half-open ``[start, stop)`` intervals of consecutive True values in a 1-D bool array; runs
-    separated by at most ``max_gap`` False values are joined (the gap rows are then inside)."""
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    runs: list[tuple[int, int]] = []
-    for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
-        if runs and a - runs[-1][1] <= max_gap:
-            runs[-1] = (runs[-1][0], b)
-        else:
-            runs.append((a, b))
-    return runs
-
-
-def _new_faiss(dim: int, precision: str, train: np.ndarray) -> faiss.Index:
-    if precision == "fp32":
-        return faiss.IndexFlatIP(dim)
-    if precision == "fp16":
-        return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-    if precision == "pq":
-        if dim % PQ_SUBVECTOR_DIM:
-            raise InputError("precision pq", f"descriptor size {dim} is not a multiple of {PQ_SUBVECTOR_DIM}")
-        if len(train) < 2**PQ_BITS:
-            raise InputError("precision pq", f"PQ needs at least {2**PQ_BITS} vectors to train, got {len(train)}")
-        index = faiss.IndexPQ(dim, dim // PQ_SUBVECTOR_DIM, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
-        index.pq.cp.min_points_per_centroid = 1  # small DBs: train anyway (>= 256 checked above), no warning per sub-quantizer
-        index.train(np.ascontiguousarray(train, dtype=np.float32))
-        return index
-    raise InputError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 class Index:
@@ -226,9 +145,9 @@ class Index:
         return self.identity.descriptor_dim
 
     @property
-    def rotations(self) -> str:
-        """``"query"`` (1x index, rotate the photo) or ``"db"`` (4x rotated index)."""
-        return self.meta["rotations"]
+    def rotations(self) -> RotationMode:
+        """:attr:`RotationMode.QUERY` (1x index, rotate the photo) or :attr:`RotationMode.DB` (4x rotated)."""
+        return RotationMode(self.meta["rotations"])
 
     @property
     def db_dir(self) -> Path | None:
@@ -244,15 +163,14 @@ class Index:
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, manifest: pd.DataFrame, identity: ModelIdentity,
-                     rotations: str = "query", precision: str = "fp32", db_dir: Path | None = None) -> Index:
+                     rotations: str | RotationMode = RotationMode.QUERY, precision: str = "fp32",
+                     db_dir: Path | None = None) -> Index:
         """An in-memory index from descriptors ``(N, R_db, D)`` float32 aligned with ``manifest`` rows.
 
         ``R_db`` is 1 for ``rotations="query"`` and 4 (0/90/180/270) for ``rotations="db"``.
         Rows are re-ordered into geo cells; vectors are expected L2-normalised.
         """
-        if rotations not in ("query", "db"):
-            raise InputError("rotations", f"must be 'query' or 'db', got {rotations!r}")
-        db_rotations = (0,) if rotations == "query" else ROTATIONS
+        db_rotations = RotationMode.parse(rotations).db_rotations
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 3 or vectors.shape[0] != len(manifest) or vectors.shape[1] != len(db_rotations):
             raise InputError("vectors", f"expected shape ({len(manifest)}, {len(db_rotations)}, D), got {vectors.shape}")
@@ -260,16 +178,18 @@ class Index:
         manifest = manifest.iloc[order].reset_index(drop=True)
         flat = np.ascontiguousarray(vectors[order].reshape(-1, vectors.shape[2]))
         train = flat if len(flat) <= 65536 else flat[np.random.default_rng(0).choice(len(flat), 65536, replace=False)]
-        index = _new_faiss(flat.shape[1], precision, train)
+        index = new_faiss(flat.shape[1], precision, train)
         index.add(flat)
         return cls.from_faiss(index, manifest, identity, rotations, precision, db_dir)
 
     @classmethod
-    def from_faiss(cls, index: faiss.Index, manifest: pd.DataFrame, identity: ModelIdentity, rotations: str = "query",
-                   precision: str = "fp32", db_dir: Path | None = None) -> Index:
+    def from_faiss(cls, index: faiss.Index, manifest: pd.DataFrame, identity: ModelIdentity,
+                   rotations: str | RotationMode = RotationMode.QUERY, precision: str = "fp32",
+                   db_dir: Path | None = None) -> Index:
         """Wrap a filled FAISS flat-codes index whose vectors follow ``manifest`` rows, which must already
         be in geo-cell order (:func:`geo_order`); used to build very large indexes chunk by chunk."""
-        db_rotations = (0,) if rotations == "query" else ROTATIONS
+        mode = RotationMode.parse(rotations)
+        db_rotations = mode.db_rotations
         order = geo_order(manifest["centre_lat"].to_numpy(), manifest["centre_lon"].to_numpy())
         if not np.array_equal(order, np.arange(len(manifest))):
             raise InputError("manifest", "rows are not in geo-cell order (sort with geo_order first)")
@@ -278,7 +198,7 @@ class Index:
         meta = {
             "format_version": FORMAT_VERSION,
             "model": asdict(identity),
-            "rotations": rotations,
+            "rotations": str(mode),
             "db_rotations": list(db_rotations),
             "precision": precision,
             "n_images": len(manifest),
@@ -288,44 +208,27 @@ class Index:
         return cls(index, manifest, meta)
 
     @classmethod
-    def build(cls, db_dir: Path, encoder: Encoder | torch.nn.Module, out_dir: Path, rotations: str = "query",
-              precision: str = "fp32", chunk: int = 1024, progress: bool = True) -> Index:
+    def build(cls, db_dir: Path, encoder: Encoder | torch.nn.Module, out_dir: Path,
+              rotations: str | RotationMode = RotationMode.QUERY, precision: str = "fp32", chunk: int = 1024,
+              progress: bool = True) -> Index:
         """Encode every image of the DB folder ``db_dir`` with ``encoder`` and save the index to ``out_dir``.
 
         ``encoder``: an :class:`earthloc.models.encoders.Encoder` (here or on Ray), or a bare model
         (encoded here on the CPU, 32 images x rotations per forward pass).
-        Resumable: descriptors are saved per chunk of ``chunk`` images under ``out_dir/.partial-*``
-        and reused by a rerun; the finished folder appears only when everything is written.
+        Resumable (:mod:`earthloc.index.chunks`): descriptors are saved per chunk of ``chunk`` images and
+        reused by a rerun; the finished folder appears only when everything is written.
         """
         encoder = as_encoder(encoder, batch_size=32)
-        model = encoder.model
+        mode = RotationMode.parse(rotations)
         db_dir = Path(db_dir)
         manifest = load_manifest(db_dir)
         if manifest.empty:
             raise InputError(db_dir, "the DB has no images")
-        db_rotations = (0,) if rotations == "query" else ROTATIONS
-        partial = Path(out_dir) / f".partial-{manifest_digest(manifest)[:16]}-{rotations}-{ModelIdentity.of(model).name}"
-        partial.mkdir(parents=True, exist_ok=True)
-        n_chunks = (len(manifest) + chunk - 1) // chunk
-        chunk_file = lambda i: partial / f"chunk_{i:05d}.npy"  # noqa: E731
-        todo = [(i, [db_dir / p for p in manifest["path"].iloc[i * chunk:(i + 1) * chunk]])
-                for i in range(n_chunks) if not chunk_file(i).exists()]
-
-        def batches():
-            for i, paths in todo:
-                if progress and n_chunks > 1:
-                    print(f"encoding chunk {i + 1}/{n_chunks} ({len(paths)} images)", flush=True)
-                yield paths
-
-        for (i, _), vecs in zip(todo, encoder.encode_batches(batches(), db_rotations, progress=progress)):
-            with atomic_path(chunk_file(i)) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, vecs.astype(np.float32))
-        parts = [np.load(chunk_file(i)) for i in range(n_chunks)]
-        index = cls.from_vectors(np.concatenate(parts), manifest, ModelIdentity.of(model), rotations, precision,
-                                 db_dir=db_dir)
+        identity = ModelIdentity.of(encoder.model)
+        vectors = encode_db(db_dir, manifest, encoder, Path(out_dir), mode, chunk, progress)
+        index = cls.from_vectors(vectors, manifest, identity, mode, precision, db_dir=db_dir)
         index.save(out_dir)
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_chunks(Path(out_dir), manifest, mode, identity)
         return index
 
     # --- persistence -----------------------------------------------------------------------
@@ -397,6 +300,11 @@ class Index:
             raise InputError(db_dir, f"DB manifest does not match the index: {len(theirs - mine)} images not in "
                                      f"the index, {len(mine - theirs)} index images missing or changed")
 
+    def vectors(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Float32 vectors ``[start, stop)`` by vector id (row * len(db_rotations) + rotation slot), shape
+        (n, D): a view of the stored codes for fp32, decoded for fp16 / PQ."""
+        return self._vectors(start, self.faiss.ntotal if stop is None else stop)
+
     # --- search ----------------------------------------------------------------------------
     def _vectors(self, start: int, stop: int) -> np.ndarray:
         """Float32 vectors ``[start, stop)`` (vector ids): a view for fp32, decoded otherwise."""
@@ -457,12 +365,12 @@ class Index:
         nd, n = len(self.db_rotations), len(self)
         rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
         if len(rows) > k:
-            runs = _runs(mask, max_gap=_SCAN_GAP) if mask is not None else [(0, n)]
+            spans = runs(mask, max_gap=_SCAN_GAP) if mask is not None else [(0, n)]
             sh = self.shadow(len(q))
-            lo, up = bounds(sh, q, [(a * nd, b * nd) for a, b in runs])
+            lo, up = bounds(sh, q, [(a * nd, b * nd) for a, b in spans])
             lo = lo.reshape(-1, nd * len(q)).max(axis=1)  # per row: best over DB x query rotations
             up = up.reshape(-1, nd * len(q)).max(axis=1)
-            scanned = np.concatenate([np.arange(a, b) for a, b in runs])
+            scanned = np.concatenate([np.arange(a, b) for a, b in spans])
             if mask is not None:  # gap rows were read with their runs; drop them
                 inside = mask[scanned]
                 scanned, lo, up = scanned[inside], lo[inside], up[inside]
@@ -510,7 +418,7 @@ class Index:
                 rows, best, slot = self._exact_fp32(q, m, k)
             else:  # approximate codes: decode and score every row
                 step = max(1, _BLOCK_VECTORS // len(self.db_rotations))
-                blocks = [(a, min(b, a + step)) for a0, b in (_runs(m) if m is not None else [(0, n)])
+                blocks = [(a, min(b, a + step)) for a0, b in (runs(m) if m is not None else [(0, n)])
                           for a in range(a0, b, step)]
                 with _single_threaded_blas():
                     scored = list(_pool().map(lambda ab: self._score_rows(q, *ab), blocks))

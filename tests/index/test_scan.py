@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from earthloc.index.identity import ModelIdentity
 from earthloc.index.scan import BUCKETS, bounds, make_shadow
-from earthloc.index.store import Index, ModelIdentity
+from earthloc.index.store import Index
 
 
 def _vectors(rng, n, d):

@@ -16,7 +16,10 @@ import pytest
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import haversine_km
-from earthloc.index.store import ROTATIONS, Index, ModelIdentity, _runs, geo_order
+from earthloc.index.formats import ROTATIONS
+from earthloc.index.identity import ModelIdentity
+from earthloc.index.order import geo_order, runs
+from earthloc.index.store import Index
 
 DIM = 64
 
@@ -42,7 +45,7 @@ IDENT = ModelIdentity("toy", None, DIM, 32, "resize 32x32, RGB, ImageNet mean/st
 def brute_force(index: Index, q: np.ndarray, qrot, mask: np.ndarray | None, k: int):
     """FAISS exhaustive search over every vector, then the mask filter, then the per-row max merge."""
     flat = faiss.IndexFlatIP(DIM)
-    flat.add(np.vstack([index._vectors(i, i + 1) for i in range(index.faiss.ntotal)]))
+    flat.add(np.vstack([index.vectors(i, i + 1) for i in range(index.faiss.ntotal)]))
     nd = len(index.db_rotations)
     scores, ids = flat.search(q, flat.ntotal)  # (R, ntotal) each
     best: dict[int, tuple[float, int]] = {}
@@ -87,7 +90,7 @@ def test_rotation_of_best_match_and_merge(manifest):
     # the DB image must be rotated by -90 = 270 deg to look like the photo.
     db = unit(rng, len(manifest), 1)
     index = Index.from_vectors(db, manifest, IDENT, "query")
-    target = index._vectors(7, 8)[0]
+    target = index.vectors(7, 8)[0]
     q = unit(rng, 4)
     q[1] = target
     hits = index.search(q[None], k=10)[0]
@@ -96,20 +99,20 @@ def test_rotation_of_best_match_and_merge(manifest):
     # 4x index: DB row 3 at 180 deg equals the photo -> rotation 180; its other rotations merged away
     db4 = unit(rng, len(manifest), 4)
     index4 = Index.from_vectors(db4, manifest, IDENT, "db")
-    q = index4._vectors(3 * 4 + 2, 3 * 4 + 3).copy()
+    q = index4.vectors(3 * 4 + 2, 3 * 4 + 3).copy()
     hits = index4.search(q[None], k=10)[0]
     assert (hits[0].row, hits[0].rotation_deg) == (3, 180)
     assert [h.row for h in hits].count(3) == 1
 
 
-def test_geo_order_makes_disks_few_runs(manifest):
+def test_geo_order_makes_disks_fewruns(manifest):
     order = geo_order(manifest.centre_lat.to_numpy(), manifest.centre_lon.to_numpy())
     lat, lon = manifest.centre_lat.to_numpy()[order], manifest.centre_lon.to_numpy()[order]
     mask = haversine_km(0.0, 20.0, lat, lon) <= 2300.0
-    runs = _runs(mask)
-    assert sum(b - a for a, b in runs) == mask.sum()
-    assert len(runs) <= 50  # about one run per 1-degree band crossing the disk (~41 bands)
-    assert _runs(np.array([True, False, True, True])) == [(0, 1), (2, 4)]
+    spans = runs(mask)
+    assert sum(b - a for a, b in spans) == mask.sum()
+    assert len(spans) <= 50  # about one run per 1-degree band crossing the disk (~41 bands)
+    assert runs(np.array([True, False, True, True])) == [(0, 1), (2, 4)]
 
 
 def test_save_open_roundtrip_and_checks(manifest, tmp_path):
@@ -151,7 +154,7 @@ def test_precisions_code_size_and_self_retrieval(manifest, precision, nbytes, tm
     index.save(tmp_path / precision)
     index = Index.open(tmp_path / precision)
     rows = [0, 100, 4000]
-    q = np.stack([np.repeat(index._vectors(r, r + 1), 4, axis=0) for r in rows])  # decoded stored vectors
+    q = np.stack([np.repeat(index.vectors(r, r + 1), 4, axis=0) for r in rows])  # decoded stored vectors
     for r, hits in zip(rows, index.search(q, 3)):
         assert hits[0].row == r
     with pytest.raises(InputError, match="precision"):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from earthloc.errors import InputError
-from earthloc.index.store import Index, ModelIdentity, manifest_digest
+from earthloc.index.identity import ModelIdentity, manifest_digest
+from earthloc.index.store import Index
 from earthloc.models.encoders import LocalEncoder, RayEncoder
 
 pytestmark = pytest.mark.slow  # starts Ray: ~10-20 s on 2 cores
@@ -66,7 +67,7 @@ def test_ray_build_equals_serial_and_reuses_finished_chunks(db, model, tmp_path,
     monkeypatch.setattr(earthloc.models.encode, "encode", not_here)  # worker processes import their own copy
     ray_ix = Index.build(db, RayEncoder(model, "local", batch_size=32), tmp_path / "ray", chunk=8, progress=False)
     assert ray_ix.manifest["tile"].tolist() == serial.manifest["tile"].tolist()
-    a, b = serial._vectors(0, len(serial)), ray_ix._vectors(0, len(ray_ix))
+    a, b = serial.vectors(0, len(serial)), ray_ix.vectors(0, len(ray_ix))
     # rows of the planted chunk (manifest rows 8-15 before geo ordering) carry the planted vector
     planted_tiles = set(manifest["tile"].iloc[8:16])
     is_planted = ray_ix.manifest["tile"].isin(planted_tiles).to_numpy()
