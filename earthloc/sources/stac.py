@@ -189,12 +189,12 @@ class RangeFile(io.RawIOBase):
         self.http, self.url, self.budget = http, url, budget
         self.pos = 0
         self._chunks: OrderedDict[int, bytes] = OrderedDict() if chunks is None else chunks
-        self.size = http._sizes.get(url)
-        if self.size is None or 0 not in self._chunks:
-            first, self.size = http.get_range(url, 0, CHUNK - 1, budget)
-            self._chunks[0] = first
+        size = http._sizes.get(url)
+        if size is None or 0 not in self._chunks:
+            self._chunks[0], size = http.get_range(url, 0, CHUNK - 1, budget)
             with http._lock:
-                http._sizes[url] = self.size
+                http._sizes[url] = size
+        self.size: int = size
 
     def readable(self) -> bool:
         return True
@@ -281,7 +281,7 @@ class _WindowReader:
     def _warp(ds, band: int, out: np.ndarray, src_nodata, nodata, dst_geobox: GeoBox, resampling: str) -> None:
         """Read the window of ``band`` that covers ``dst_geobox`` (+2 px for the resampling kernel) and warp
         it into ``out``: only the COG blocks under that window are fetched."""
-        bounds = rasterio.warp.transform_bounds(dst_geobox.crs.to_wkt(), ds.crs, *dst_geobox.boundingbox,
+        bounds = rasterio.warp.transform_bounds(_wkt(dst_geobox), ds.crs, *dst_geobox.boundingbox,
                                                 densify_pts=21)
         w = ds.window(*bounds)
         c0, r0 = max(0, math.floor(w.col_off) - 2), max(0, math.floor(w.row_off) - 2)
@@ -293,9 +293,16 @@ class _WindowReader:
         arr = ds.read(band, window=win)
         with _WARP_LOCK:  # concurrent MEM->MEM warps sometimes lose the geotransform (rasterio#3121, odc-geo#131)
             rasterio.warp.reproject(arr, out, src_transform=ds.window_transform(win), src_crs=ds.crs,
-                                    src_nodata=src_nodata, dst_nodata=nodata, dst_crs=dst_geobox.crs.to_wkt(),
+                                    src_nodata=src_nodata, dst_nodata=nodata, dst_crs=_wkt(dst_geobox),
                                     dst_transform=dst_geobox.transform,
                                     resampling=rasterio.enums.Resampling[resampling])
+
+
+def _wkt(gbox: GeoBox) -> str:
+    """WKT of a geobox's CRS (our geoboxes always have one)."""
+    if gbox.crs is None:
+        raise ValueError("geobox without a CRS")
+    return gbox.crs.to_wkt()
 
 
 def _overview_level(ds, dst: GeoBox, resampling: str) -> int | None:
@@ -303,7 +310,7 @@ def _overview_level(ds, dst: GeoBox, resampling: str) -> int | None:
     ovr = ds.overviews(1)
     if not ovr:
         return None
-    w, s, e, n = rasterio.warp.transform_bounds(dst.crs.to_wkt(), ds.crs, *dst.boundingbox)
+    w, s, e, n = rasterio.warp.transform_bounds(_wkt(dst), ds.crs, *dst.boundingbox)
     dst_px = math.sqrt((e - w) * (n - s) / (dst.shape.x * dst.shape.y))  # destination pixel in source units
     src_px = math.sqrt(abs(ds.transform.a * ds.transform.e))
     shrink = dst_px / src_px
@@ -321,7 +328,7 @@ class _CountingDriver(RioDriver):
         super().__init__()
         self.http, self.budget = http, budget
 
-    def open(self, src, ctx) -> _WindowReader:
+    def open(self, src, ctx) -> _WindowReader:  # type: ignore[override]  # any odc RasterReader will do
         return _WindowReader(src.uri, src.band, self.http, self.budget)
 
 
@@ -517,7 +524,7 @@ class StacSource:
         # stacks of a many-date place stay small (T x 256 x 256) instead of T x 1024 x 1024 per band
         ds = self._load(items, colour + [keys["scl"]], gbox, budget).chunk({"time": -1, "y": 256, "x": 256})
         lon = block.centre[1]
-        coeff = {}
+        coeff: dict = {}
         for it in items:  # items of one solar day share a processing baseline
             coeff.setdefault(_solar_date(it.datetime, lon), [_reflectance_coeffs(it, k) for k in colour])
         days = [_solar_date(t, lon) for t in ds.time.values]
