@@ -233,6 +233,29 @@ def test_local_sources_build_on_the_cluster_as_locally(cluster, places, local_di
     assert len(built) == 6 and built.equals(local)  # same names, same bytes (sha256), same rows
 
 
+def test_driver_killed_mid_build_resumes_to_the_local_db(cluster, mini, places, local_db, tmp_path):
+    (tmp_path / "places.txt").write_text("".join(b.name + "\n" for b in places))
+    with TileServer(mini, latency_s=0.1) as server:
+        cmd = [EXE, "db", "build", "--source", "wmts:" + server.template, "--years", "2018", "--places",
+               tmp_path / "places.txt", "--out", tmp_path / "db", "--tile-cache", tmp_path / "cache",
+               "--ray", cluster.address, "--ray-batch", "2", "--workers", "2", "--concurrency", "4", "--rate", "0"]
+        env = {**os.environ, **CLIENT_ENV}
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 240
+        while len(list((tmp_path / "db").rglob("*.jpg"))) < 5 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = len(list((tmp_path / "db").rglob("*.jpg")))
+        assert proc.returncode == -signal.SIGKILL and 5 <= done < 25
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"kept {done} already built" in r.stdout and f"wrote {25 - done}," in r.stdout, r.stdout
+    built = manifest.load(tmp_path / "db")
+    assert built.equals(local_db)  # resumed on the cluster: the same rows and bytes as one local build
+    assert not list((tmp_path / "db").rglob("*.tmp")) and not (tmp_path / "db" / manifest.JOURNAL).exists()
+
+
 def test_killing_a_worker_node_mid_build_loses_nothing_and_writes_nothing_twice(cluster, mini, places, local_db,
                                                                                  tmp_path, monkeypatch):
     writes: list[str] = []
