@@ -222,6 +222,7 @@ def test_search_finds_the_items_of_the_place_and_year(server):
         assert [it.id for it in src.search(TileBlock(13, 4287, 2400), 2022)] == ["LS_2020"]  # Pucallpa
         src2 = _source(server, max_items=1, season=(2, 4))
         assert [it.id for it in src2.search(PLACE12, 2022)] == ["S2B_20220301"]
+        assert _source(server, collection="landsat-c2-l2").search(PLACE12, 2022) == []  # another collection
     finally:
         src.close()
 
