@@ -157,3 +157,37 @@ def test_metadata_nadir_and_time_that_disagree_are_an_error_row(small_index, bat
     far = res[0]["error"]
     assert "ISS050-E-70536" in far and "km from the ISS nadir" in far and "tolerance 150 km" in far
     assert "km from the ISS nadir" not in (res[1]["error"] or "")  # 55 km apart: within the tolerance
+
+
+@pytest.mark.slow
+def test_kill_9_mid_index_build_then_resume_is_exact(small_index, tmp_path):
+    """`index build` killed with SIGKILL after its first chunk, then rerun: the index equals an
+    uninterrupted build's byte for byte (the kill came with at least one chunk on disk)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = str(Path(sys.executable).with_name("earthloc"))
+    db = small_index.parent / "db"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    def cmd(out: Path) -> list[str]:
+        return [exe, "index", "build", "--db", str(db), "--out", str(out), "--chunk", "4", "--batch-size", "4"]
+
+    whole = tmp_path / "whole"
+    assert subprocess.run(cmd(whole), env=env, capture_output=True, timeout=900).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(".partial-*/*.npy")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (out / "index.json").exists()
+    kept = {p.name: p.read_bytes() for p in out.glob(".partial-*/*.npy")}
+    assert kept
+    assert subprocess.run(cmd(out), env=env, capture_output=True, timeout=900).returncode == 0
+    for name in ("vectors.faiss", "manifest.parquet"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes()
