@@ -8,6 +8,7 @@ import pickle
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import safetensors
 import safetensors.torch
@@ -48,6 +49,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(path, "checkpoint file not found")
     try:
+        obj: Any
         if path.suffix == ".safetensors":  # Hugging Face's tensor-only format
             obj = safetensors.torch.load_file(path, device="cpu")
         else:

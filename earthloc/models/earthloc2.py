@@ -12,8 +12,11 @@ row-major) -> patch map [B, 768, 37, 37] and class token [B, 768] -> SALAD -> [B
 
 from __future__ import annotations
 
+from typing import cast
+
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 
 from earthloc.errors import InputError
 from earthloc.models.base import DescriptorModel
@@ -38,7 +41,8 @@ class EarthLoc2Net(DescriptorModel):
         super().__init__()
         if image_size % PATCH:
             raise InputError("image_size", f"must be a multiple of the {PATCH}-px patch, got {image_size}")
-        self.backbone = timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0, img_size=image_size)
+        self.backbone = cast(VisionTransformer, timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0,
+                                                                  img_size=image_size))
         self.aggregator = SALAD(num_channels=self.backbone.embed_dim)
         self.name = "earthloc2"
         self.descriptor_dim = self.aggregator.out_dim

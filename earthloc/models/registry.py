@@ -161,7 +161,7 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretraine
 
         check_is_earthloc2(state, checkpoint)
     model = spec.builder(pretrained and checkpoint is None)
-    if state is not None:
+    if checkpoint is not None and state is not None:
         source = Path(checkpoint).name
         if name == "earthloc":
             from earthloc.models.earthloc import checkpoint_format, to_official_keys
