@@ -53,6 +53,9 @@ class PhotoResult:
     searched: int  # DB images in the visible disk
     positives: int  # of those, how many contain the true centre
     error: str | None
+    verified: bool | None = None  # the calibrated verification vouches for the answer
+    confidence: float | None = None  # P(refined footprint holds the true centre)
+    refined_km: float | None = None  # true centre to the refined footprint's centre
 
     @property
     def chance(self) -> float:
@@ -133,15 +136,19 @@ def score(loc: Localization, locator) -> PhotoResult:
     best = loc.candidates[0] if loc.candidates else None
     dist = float(haversine_km(lat, lon, *best.tile.centre)) if best else None
     first = int(np.argmax(hits)) + 1 if hits.any() else None
+    fp = loc.refined_footprint
+    refined_km = float(haversine_km(lat, lon, *fp.centroid)) if fp is not None else None
     return PhotoResult(p.mrf, p.centre, best.tile.name if best else None, best.rotation_deg if best else None,
                        dist, bool(hits[0]) if len(hits) else False, first, len(searched),
-                       int(_in_box(lat, lon, list(searched)).sum()), None)
+                       int(_in_box(lat, lon, list(searched)).sum()), None, loc.verified, loc.confidence, refined_km)
 
 
 def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs: Sequence[str] | None = None,
-             top_k: int = 10, workers: int = 2, progress: bool = True) -> DemoReport:
+             top_k: int = 10, workers: int = 2, progress: bool = True, verify: bool = True) -> DemoReport:
     """Run the whole demo (resumable). ``mrfs``: only these photos, and only the contexts of their
-    retrieval candidates in the DB (a reduced demo, for tests)."""
+    retrieval candidates in the DB (a reduced demo, for tests). ``verify``: verify the top 50 candidates,
+    re-rank, refine the answer (:mod:`earthloc.refine.verify`; the DB images' features are stored
+    beside the index once)."""
     from earthloc.db.build import build_db
     from earthloc.locate import Locator
     from earthloc.models.registry import load_model
@@ -170,12 +177,16 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
     say(f"[2/4] index: {MODEL}, 1x, photos at 0/90/180/270 deg -> {out_dir / 'index'}")
     model = load_model(MODEL)
     index, rebuilt = build_or_open_index(out_dir / "db", out_dir / "index", model, progress)
+    if verify:
+        from earthloc.refine.features import build_store
+
+        build_store(out_dir / "index", (out_dir / "db").resolve(), progress=progress)
     progress_file = out_dir / "localizations.jsonl"
     if rebuilt:
         progress_file.unlink(missing_ok=True)  # results of another index are stale
     say(f"[3/4] locating {len(photos)} ISS photos (visible disk from the NASA nadir)")
     locator = Locator(index, model)
-    locs = localize(locator, photos, LocateOptions(top_k=top_k), progress_file, progress=progress)
+    locs = localize(locator, photos, LocateOptions(top_k=top_k, verify=verify), progress_file, progress=progress)
     say(f"[4/4] outputs -> {out_dir}")
     for name in ("localizations.geojson", "localizations.csv", "localizations.kml", "map.html"):
         outputs.write(locs, out_dir / name)
@@ -188,15 +199,19 @@ def print_report(report: DemoReport) -> None:
     from rich.table import Table
 
     t = Table(title=f"earthloc demo: {len(report.rows)} ISS photos vs {report.n_db} DB images ({MODEL}, zero-shot)")
-    for col in ("photo", "true centre", "best candidate", "rot", "distance km", "hit", "first hit", "searched", "chance"):
+    cols = ("photo", "true centre", "best candidate", "rot", "distance km", "rank-1 hit", "first hit", "verified",
+            "confidence", "refined km", "searched", "chance")
+    for col in cols:
         t.add_column(col, justify="left" if col in ("photo", "best candidate") else "right")
     for r in report.rows:
         if r.error:
-            t.add_row(r.mrf, "", f"error: {r.error}", "", "", "", "", "", "")
+            t.add_row(r.mrf, "", f"error: {r.error}", *[""] * (len(cols) - 3))
             continue
         t.add_row(r.mrf, f"{r.true_centre[0]:.2f}, {r.true_centre[1]:.2f}", r.best or "-", str(r.rotation_deg),
-                  f"{r.distance_km:.0f}", "yes" if r.hit else "no", str(r.first_hit_rank or "-"), str(r.searched),
-                  f"{100 * r.chance:.1f}%")
+                  f"{r.distance_km:.0f}", "yes" if r.hit else "no", str(r.first_hit_rank or "-"),
+                  {True: "yes", False: "no", None: "-"}[r.verified],
+                  "-" if r.confidence is None else f"{r.confidence:.2f}",
+                  "-" if r.refined_km is None else f"{r.refined_km:.1f}", str(r.searched), f"{100 * r.chance:.1f}%")
     console = Console(width=140)
     console.print(t)
     ok = report.ok
@@ -207,4 +222,9 @@ def print_report(report: DemoReport) -> None:
                   f"in top 10: {report.hits_at(10)}/{n}; a random pick inside the visible disk would hit "
                   f"{chance:.1f}/{n} on average; median distance {np.median(dists) if dists else float('nan'):.0f} km; "
                   f"failed photos: {len(report.rows) - n}")
+    conf = [r for r in ok if r.verified]
+    if any(r.verified is not None for r in ok):
+        console.print(f"verified (calibrated confidence over the threshold): {len(conf)}/{n}, of which "
+                      f"{sum(r.hit for r in conf)} hit; refined footprint within 10 km of NASA's centre: "
+                      f"{sum(1 for r in ok if r.refined_km is not None and r.refined_km <= 10)}/{n}")
     console.print(f"map: {report.out_dir / 'map.html'} (GeoJSON/KML/CSV beside it)")

@@ -66,6 +66,7 @@ def to_dict(loc: Localization) -> dict:
             for i, c in enumerate(loc.candidates)
         ],
         "refined_footprint": _fp(loc.refined_footprint),
+        "verified": loc.verified,
         "confidence": loc.confidence,
         "inliers": loc.inliers,
     }
@@ -85,7 +86,8 @@ def from_dict(d: dict) -> Localization:
         for c in d.get("candidates", [])
     )
     return Localization(photo=photo, candidates=cands, refined_footprint=_unfp(d.get("refined_footprint")),
-                        confidence=d.get("confidence"), inliers=d.get("inliers"), error=d.get("error"))
+                        confidence=d.get("confidence"), inliers=d.get("inliers"), error=d.get("error"),
+                        verified=d.get("verified"))
 
 
 # --- JSON lines ---------------------------------------------------------------------------
@@ -170,6 +172,11 @@ def _poly(f: Footprint) -> dict:
     return mapping(_shape(f))
 
 
+def _answer(loc: Localization) -> dict:
+    """The photo-level verification fields every output carries."""
+    return {"verified": loc.verified, "confidence": loc.confidence, "inliers": loc.inliers}
+
+
 def to_geojson(locs: Iterable[Localization]) -> dict:
     """A FeatureCollection: per photo one Polygon per candidate (``kind`` "candidate", with rank,
     tile, year, rotation, score), a Point at the nadir (``kind`` "nadir"), the refined footprint if
@@ -183,10 +190,10 @@ def to_geojson(locs: Iterable[Localization]) -> dict:
         for i, c in enumerate(loc.candidates):
             feats.append({"type": "Feature", "geometry": _poly(c.footprint), "properties": {
                 **base, "kind": "candidate", "rank": i + 1, "tile": c.tile.name, "year": c.year,
-                "rotation_deg": c.rotation_deg, "score": round(float(c.score), 6)}})
+                "rotation_deg": c.rotation_deg, "score": round(float(c.score), 6), **(_answer(loc) if i == 0 else {})}})
         if loc.refined_footprint is not None:
             feats.append({"type": "Feature", "geometry": _poly(loc.refined_footprint), "properties": {
-                **base, "kind": "refined_footprint", "confidence": loc.confidence, "inliers": loc.inliers}})
+                **base, "kind": "refined_footprint", **_answer(loc)}})
         if p.nadir:
             feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.nadir[1], p.nadir[0]]},
                           "properties": {**base, "kind": "nadir", "altitude_km": p.altitude_km}})
@@ -200,11 +207,12 @@ def to_geojson(locs: Iterable[Localization]) -> dict:
 
 # --- CSV ----------------------------------------------------------------------------------
 CSV_COLUMNS = ("mrf", "path", "rank", "tile", "year", "rotation_deg", "score", "centre_lat", "centre_lon",
-               "footprint_wkt", "nadir_lat", "nadir_lon", "error")
+               "footprint_wkt", "nadir_lat", "nadir_lon", "error", "verified", "confidence", "inliers")
 
 
 def to_csv(locs: Iterable[Localization]) -> str:
-    """One row per candidate (an error row, with empty candidate columns, for a failed photo)."""
+    """One row per candidate (an error row, with empty candidate columns, for a failed photo); the
+    photo's ``verified``, ``confidence`` and ``inliers`` on each of its rows."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -212,12 +220,14 @@ def to_csv(locs: Iterable[Localization]) -> str:
         p = loc.photo
         nadir = list(p.nadir) if p.nadir else ["", ""]
         head = [p.mrf, str(p.path) if p.path else ""]
+        tail = ["" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v).lower()) for v in
+                (loc.verified, loc.confidence, loc.inliers)]
         if loc.error or not loc.candidates:
-            w.writerow(head + [""] * 8 + nadir + [loc.error or "no candidate"])
+            w.writerow(head + [""] * 8 + nadir + [loc.error or "no candidate"] + tail)
         for i, c in enumerate(loc.candidates):
             lat, lon = c.tile.centre
             w.writerow(head + [i + 1, c.tile.name, c.year, c.rotation_deg, f"{c.score:.6f}", f"{lat:.6f}",
-                               f"{lon:.6f}", _shape(c.footprint).wkt] + nadir + [""])
+                               f"{lon:.6f}", _shape(c.footprint).wkt] + nadir + [""] + tail)
     return buf.getvalue()
 
 
@@ -239,6 +249,12 @@ def _kml_point(parent: ET.Element, lat: float, lon: float) -> None:
     ET.SubElement(ET.SubElement(parent, "Point"), "coordinates").text = f"{lon:.6f},{lat:.6f},0"
 
 
+def _answer_text(loc: Localization) -> str:
+    conf = "n/a" if loc.confidence is None else f"{loc.confidence:.3f}"
+    verified = {True: "verified", False: "not verified", None: "unverified"}[loc.verified]
+    return f"{verified}, confidence {conf}, {loc.inliers or 0} inliers"
+
+
 def to_kml(locs: Iterable[Localization]) -> str:
     """KML 2.2: a Folder per photo with its candidate footprints, nadir and refined footprint."""
     ET.register_namespace("", _KML_NS)
@@ -250,6 +266,8 @@ def to_kml(locs: Iterable[Localization]) -> str:
         ET.SubElement(folder, "name").text = loc.photo.mrf
         if loc.error:
             ET.SubElement(folder, "description").text = f"error: {loc.error}"
+        elif loc.verified is not None or loc.inliers is not None:
+            ET.SubElement(folder, "description").text = _answer_text(loc)
         for i, c in enumerate(loc.candidates):
             pm = ET.SubElement(folder, "Placemark")
             ET.SubElement(pm, "name").text = f"#{i + 1} {c.tile.name} {c.year}"
@@ -258,6 +276,7 @@ def to_kml(locs: Iterable[Localization]) -> str:
         if loc.refined_footprint is not None:
             pm = ET.SubElement(folder, "Placemark")
             ET.SubElement(pm, "name").text = "refined footprint"
+            ET.SubElement(pm, "description").text = _answer_text(loc)
             _kml_ring(pm, loc.refined_footprint)
         if loc.photo.nadir:
             pm = ET.SubElement(folder, "Placemark")

@@ -8,9 +8,10 @@ benchmarks run. The composition of stages is plain code, one function per stage:
 Per photo: :func:`prepare` (resolve the ISS nadir/altitude, decode the image ONCE with the guarded
 loader :func:`earthloc.models.preprocess.load_image`) -> :func:`encode` (a batch of photos, through
 the locator's :class:`earthloc.models.encoders.Encoder`, here or on Ray) -> :func:`search` (rank the
-DB images of the visible disk) -> :func:`refine` (optional: match against the candidates' imagery,
-re-rank; it reuses the decoded photo). A new stage between search and refinement is one more
-function called in :func:`_finish`.
+DB images of the visible disk) -> :func:`verify` (on by default: check the top 50 candidates by
+local features at 4 rotations, re-rank, refine the answer, calibrated confidence;
+:mod:`earthloc.refine.verify`) or the older :func:`refine` (every top candidate refined, slow).
+Both reuse the decoded photo.
 
 A photo that fails (unreadable image, no nadir/time) becomes a :class:`Localization` with ``error``
 set and the others go on. With a progress file (JSON lines, append-only) every FINAL record (refined
@@ -46,6 +47,8 @@ from earthloc.models.registry import load_model
 from earthloc.photos import load_photos, photo_from_file
 from earthloc.records import Localization, Photo
 from earthloc.refine.rerank import DbRefiner, photo_rgb
+from earthloc.refine.verify import TOP_K as VERIFY_TOP_K
+from earthloc.refine.verify import Verifier
 
 # Per-photo failures a batch records and goes past (anything else stops the run).
 PER_PHOTO_ERRORS = (InputError, OSError, ValueError)
@@ -54,7 +57,7 @@ OnEvent = Callable[[str, int, int], None]
 """``on_event(stage, done, total)``: ``stage`` is one of :data:`STAGES`; ``done`` photos of ``total``
 have passed it (``encoding`` counts photos whose batch is encoded)."""
 
-STAGES = ("decoding", "encoding", "searching", "refining", "done")
+STAGES = ("decoding", "encoding", "searching", "verifying", "refining", "done")
 
 # Smallest photo side worth searching: the models look at 320 px, a photo under 64 px per side holds
 # (upscaled 5x) no landform a DB image could match.
@@ -63,18 +66,28 @@ MIN_PHOTO_SIDE_PX = 64
 
 @dataclass(frozen=True)
 class LocateOptions:
-    """What a localization run does per photo. ``top_k``: candidates kept; ``refine``: refine the
-    candidates into footprints and re-rank (needs the index's DB images); ``matcher``: the matcher
-    for refinement; ``refine_top_k``: refine only the first that many candidates (None: all)."""
+    """What a localization run does per photo. ``top_k``: candidates kept; ``verify``: verify the
+    first ``verify_top_k`` retrieved candidates, re-rank them and refine the answer (needs the
+    index's DB images; on by default); ``refine``: without verification, refine every candidate
+    (``refine_top_k``: the first that many) with ``matcher`` and re-rank (the older, slower path)."""
 
     top_k: int = 10
     refine: bool = False
     matcher: str = "xfeat-lg"
     refine_top_k: int | None = None
+    verify: bool = True
+    verify_top_k: int = VERIFY_TOP_K
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise InputError("top_k", f"must be >= 1, got {self.top_k}")
+        if self.verify_top_k < 1:
+            raise InputError("verify_top_k", f"must be >= 1, got {self.verify_top_k}")
+
+    @property
+    def search_k(self) -> int:
+        """Candidates the search returns: enough for verification to choose from."""
+        return max(self.top_k, self.verify_top_k) if self.verify else self.top_k
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,21 @@ def encode(locator: Locator, batches: Iterable[Sequence[Prepared]]) -> Iterator[
 
 def search(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions) -> Localization:
     """Ranked candidates of one photo from its descriptors (R, D), inside its visible disk."""
-    return locator.rank(prepared.photo, descriptors, options.top_k)
+    return locator.rank(prepared.photo, descriptors, options.search_k)
+
+
+def verify(verifier: Verifier, loc: Localization, prepared: Prepared, options: LocateOptions,
+           step: Callable[[str], None] = lambda stage: None) -> Localization:
+    """``loc`` verified, re-ranked and its answer refined (:class:`earthloc.refine.verify.Verifier`),
+    cut to ``options.top_k`` candidates; ``step`` is told "verifying" and "refining" as they finish."""
+    if loc.error:
+        return loc
+    try:
+        rgb = photo_rgb(prepared.image, prepared.photo.path)
+    except InputError as err:
+        return replace(loc, error=str(err))
+    out = verifier.verify(loc, rgb, on_stage=step).localization
+    return replace(out, candidates=out.candidates[:options.top_k])
 
 
 def refine(refiner: DbRefiner, loc: Localization, prepared: Prepared, options: LocateOptions) -> Localization:
@@ -193,7 +220,7 @@ def localize_stream(locator: Locator, photos: Sequence[Photo], options: LocateOp
     Photos are decoded as the encoder asks for batches (``encoder.batch_size`` photos each), so a Ray
     encoder keeps its workers busy while earlier photos are searched and refined here.
     """
-    refiner = DbRefiner.open(locator.index.db_dir, options.matcher) if options.refine else None
+    refiner = _refiner(locator, options)
     total, tell = len(photos), on_event or (lambda stage, done, n: None)
     queue: deque[list[Prepared | Localization]] = deque()  # batches handed to the encoder, not yet finished
     counts = dict.fromkeys(STAGES, 0)
@@ -231,12 +258,21 @@ def localize_stream(locator: Locator, photos: Sequence[Photo], options: LocateOp
             yield loc
 
 
+def _refiner(locator: Locator, options: LocateOptions) -> Verifier | DbRefiner | None:
+    """What runs after the search: the verifier (default), the older refiner, or nothing."""
+    if options.verify:
+        return Verifier.open(locator.index.db_dir, locator.index.path, options.verify_top_k)
+    return DbRefiner.open(locator.index.db_dir, options.matcher) if options.refine else None
+
+
 def _finish(locator: Locator, prepared: Prepared, descriptors: np.ndarray, options: LocateOptions,
-            refiner: DbRefiner | None, step: Callable[[str], None]) -> Localization:
-    """The stages after encoding, for one photo: search, then (optional) refinement."""
+            refiner: Verifier | DbRefiner | None, step: Callable[[str], None]) -> Localization:
+    """The stages after encoding, for one photo: search, then verification (which refines its
+    answer) or the older refinement of every candidate."""
     loc = search(locator, prepared, descriptors, options)
     step("searching")
-    # (verification of the candidates goes here, between search and refinement)
+    if isinstance(refiner, Verifier):
+        return verify(refiner, loc, prepared, options, step)
     if refiner is not None:
         loc = refine(refiner, loc, prepared, options)
         step("refining")
@@ -248,7 +284,7 @@ def locate_one(locator: Locator, photo: Photo, options: LocateOptions = LocateOp
     """One photo through every stage (what the web app runs per job); a bad photo raises
     :class:`InputError` instead of becoming an error record. Returns the final localization and the
     prepared photo (its decoded image, e.g. to draw it)."""
-    refiner = DbRefiner.open(locator.index.db_dir, options.matcher) if options.refine else None
+    refiner = _refiner(locator, options)
     tell = on_event or (lambda stage, done, n: None)
     prepared = prepare(locator, photo)
     if refiner is not None:
@@ -281,12 +317,24 @@ def localize(locator: Locator, photos: Sequence[Photo], options: LocateOptions =
     todo = list({k: p for p, k in zip(photos, keys) if k not in done}.items())  # one per distinct key
     _tell_stale(progress_file, [p for _, p in todo])
     results = dict(done)
+    stages = [s for s, on in (("verifying", options.verify), ("refining", options.verify or options.refine)) if on]
+    bars = {s: tqdm(total=len(todo), desc=s, unit="photo", disable=not progress or not todo, leave=False)
+            for s in stages}
+
+    def event(stage: str, n: int, total: int) -> None:
+        if stage in bars:
+            bars[stage].update(1)
+        if on_event is not None:
+            on_event(stage, n, total)
+
     with tqdm(total=len(todo), desc="locating", unit="photo", disable=not progress or not todo) as bar:
-        for (key, _), loc in zip(todo, localize_stream(locator, [p for _, p in todo], options, on_event)):
+        for (key, _), loc in zip(todo, localize_stream(locator, [p for _, p in todo], options, event)):
             results[key] = loc = _uncovered(loc)
             if progress_file is not None:
                 outputs.append_jsonl(Path(progress_file), loc, inputs=key)
             bar.update(1)
+    for b in bars.values():
+        b.close()
     return [results[k] for k in keys]
 
 
@@ -340,12 +388,14 @@ def progress_key(photo: Photo) -> str:
 
 def read_progress(progress_file: Path | None, options: LocateOptions) -> dict[str, Localization]:
     """The reusable records of a progress file by :func:`record_key` (later lines win): not failed,
-    and refined when ``options`` ask for refinement. Lines without a key (older files) are not reused."""
+    and verified or refined (``inliers`` set) when ``options`` ask for verification or refinement. Lines
+    without a key (older files) are not reused."""
     if progress_file is None or not Path(progress_file).exists():
         return {}
     rows = {row["inputs"]: outputs.from_dict(row) for row in outputs.read_jsonl_rows(Path(progress_file))
             if row.get("inputs")}
-    return {k: loc for k, loc in rows.items() if not loc.error and (not options.refine or loc.inliers is not None)}
+    checked = options.verify or options.refine
+    return {k: loc for k, loc in rows.items() if not loc.error and (not checked or loc.inliers is not None)}
 
 
 def _tell_stale(progress_file: Path | None, todo: Sequence[Photo]) -> None:

@@ -51,7 +51,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Localization:
-    """A photo's ranked candidates (best first), plus refinement results when refinement ran."""
+    """A photo's ranked candidates (best first), plus verification/refinement results when they ran:
+    ``confidence`` = P(the refined footprint holds the photo's true centre) when calibrated,
+    ``verified`` = that confidence reached the calibrated threshold (``None``: not verified)."""
 
     photo: Photo
     candidates: tuple[Candidate, ...]
@@ -59,3 +61,4 @@ class Localization:
     confidence: float | None = None
     inliers: int | None = None
     error: str | None = None
+    verified: bool | None = None

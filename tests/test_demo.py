@@ -38,7 +38,12 @@ def test_reduced_demo_end_to_end_and_resume(shared_data, tmp_path, capsys):
             assert Footprint(TileBlock.from_name(c.tile.name).corners).contains(lat, lon)
     print_report(report)
     table = capsys.readouterr().out
-    assert all(m in table for m in MRFS) and "random pick" in table
+    assert all(m in table for m in MRFS) and "random pick" in table and "verified" in table
+    # verification ran (on by default): every photo carries its calibrated verdict and refined distance
+    assert all(r.verified is not None and r.confidence is not None for r in report.rows)
+    for row, loc in zip(report.rows, locs):
+        if loc.refined_footprint is not None:
+            assert row.refined_km == pytest.approx(float(haversine_km(*loc.photo.centre, *loc.refined_footprint.centroid)))
 
     # rerun: nothing rebuilt, nothing re-localized
     stamp = (out / "index" / "vectors.faiss").stat().st_mtime_ns

@@ -31,6 +31,9 @@ def build(
                                                 "(the running cluster) or a cluster address. Needs earthloc[ray]."),
     ray_cpus: int = typer.Option(1, "--ray-cpus", min=1, help="CPUs (torch threads) per Ray task."),
     chunk: int = typer.Option(1024, "--chunk", min=1, help="Images per chunk (the unit of resume and of Ray tasks)."),
+    local_features: bool = typer.Option(False, "--local-features",
+                                        help="Also store the DB images' XFeat features for verification "
+                                             "(69,636 bytes per image; `earthloc locate` then skips extracting them)."),
 ) -> None:
     """Encode every DB image with MODEL and write a FAISS index folder (resumable per 1,024 images)."""
     from earthloc.errors import InputError
@@ -54,6 +57,11 @@ def build(
     index = Index.build(db, encoder, out, rotations=mode, precision=precision, chunk=chunk)
     typer.echo(f"indexed {len(index)} DB images ({index.faiss.ntotal} vectors, {index.precision}, "
                f"rotations={index.rotations}) with {index.model_name} -> {out}")
+    if local_features:
+        from earthloc.refine.features import build_store, bytes_per_image
+
+        store = build_store(out, db.resolve())
+        typer.echo(f"local features of {len(index)} DB images ({bytes_per_image():,} bytes each) -> {store}")
 
 
 @index_app.command("info")

@@ -59,7 +59,12 @@ def locate(
                                         help="Search only what a camera sees up to this many degrees off nadir."),
     model: str = typer.Option(None, "--model", help="Model name (default: the index's model)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Weights file for the model."),
-    refine: bool = typer.Option(False, "--refine", help="Refine candidates into footprints (earthloc refine) and re-rank."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Verify the top candidates by local features at 4 rotations, re-rank, refine "
+                                     "the answer, calibrated confidence (needs the index's DB images)."),
+    verify_top: int = typer.Option(50, "--verify-top", min=1, help="Candidates verified per photo."),
+    refine: bool = typer.Option(False, "--refine", help="Instead of verification: refine every candidate into a "
+                                                        "footprint (earthloc refine) and re-rank (slow)."),
     matcher: str = typer.Option("xfeat-lg", "--matcher", help="Matcher for --refine: xfeat-lg, disk-lg, aliked-lg, sift, orb."),
     device: str = typer.Option("cpu", "--device", help="Where to encode photos: cpu, cuda, cuda:N or auto (GPU if any)."),
     ray: str = typer.Option(None, "--ray", help="Encode photos on Ray workers: 'local', 'auto' (the running cluster) "
@@ -99,7 +104,9 @@ def locate(
     encoder = partial(RayEncoder, address=ray, cpus=ray_cpus, device=device) if ray else partial(LocalEncoder, device=device)
     locator = open_locator(index, model, checkpoint, encoder=encoder, max_off_nadir_deg=max_off_nadir,
                            require_area=not search_all)
-    results = localize(locator, items, LocateOptions(top_k=top, refine=refine, matcher=matcher), progress_file,
+    options = LocateOptions(top_k=top, refine=refine, matcher=matcher, verify=verify and not refine,
+                            verify_top_k=verify_top)
+    results = localize(locator, items, options, progress_file,
                        progress=len(items) > 1)
     if out is None:
         sys.stdout.write(outputs.render(results, fmt))

@@ -147,3 +147,51 @@ def report_cmd(
     else:
         write_text(out, text)
         typer.echo(f"report -> {out}", err=True)
+
+
+@refine_app.command("verify-run")
+def verify_run_cmd(
+    index: Path = typer.Option(..., "--index", help="Index folder over a DB holding the iss_mini places."),
+    out: Path = typer.Option(..., "--out", help="Run file (JSON lines, one per photo; an existing file is resumed)."),
+    data: Path = typer.Option(None, "--data", help="iss_mini folder (default: $EARTHLOC_SHARED/data/iss_mini)."),
+    top_k: int = typer.Option(50, "--top-k", min=1, help="Candidates verified per photo."),
+) -> None:
+    """Search and verify every iss_mini photo; store per photo the hits and the calibration features."""
+    from rich.progress import track
+
+    from earthloc.photos import load_photos
+    from earthloc.pipeline import open_locator
+    from earthloc.refine.evaluate import verify_run
+    from earthloc.refine.verify import Verifier
+
+    root = _iss_mini(data)
+    locator = open_locator(index)
+    verifier = Verifier.open(locator.index.db_dir, locator.index.path, top_k)
+    recs = verify_run(locator, verifier, load_photos(root / "queries.csv", root / "queries"), out,
+                      progress=lambda xs: track(xs, description="verify"))
+    n = len(recs)
+    typer.echo(f"{n} photos: retrieval rank-1 {sum(r['retrieval_first_hit'] == 1 for r in recs)}, verified rank-1 "
+               f"{sum(r['verified_first_hit'] == 1 for r in recs)}, footprint holds centre "
+               f"{sum(r['footprint_holds_centre'] for r in recs)} -> {out}", err=True)
+
+
+@refine_app.command("verify-calibrate")
+def verify_calibrate_cmd(
+    run_file: Path = typer.Argument(..., help="Run file from `earthloc refine verify-run`."),
+    precision: float = typer.Option(0.95, "--precision", min=0.5, max=0.999, help="Precision at the threshold."),
+    out: Path = typer.Option(None, "--out", help="Calibration JSON (default: the one shipped in earthloc/refine/)."),
+) -> None:
+    """Fit P(refined footprint holds the true centre) on a verify run, leave-one-photo-out figures too."""
+    from earthloc.refine.calibration import fit_verify_calibration, save_verify_calibration
+    from earthloc.refine.evaluate import read_run
+
+    if not run_file.is_file():
+        raise InputError(run_file, "no such run file (make one with `earthloc refine verify-run`)")
+    recs = read_run(run_file)
+    cal = fit_verify_calibration([r["inliers"] for r in recs], [r["runner_up"] for r in recs],
+                                 [r["footprint_holds_centre"] for r in recs], precision, data=run_file.name)
+    path = save_verify_calibration(cal, out)
+    typer.echo(f"P = sigmoid({cal.intercept:.3f} + {cal.coef_inliers:.3f} log1p(inliers) + {cal.coef_runner_up:.3f} "
+               f"log1p(runner_up)); threshold {cal.threshold:.3f}; leave-one-photo-out: {cal.loo_correct}/"
+               f"{cal.loo_confident} confident answers right ({cal.n_correct}/{cal.n_photos} right overall) -> {path}",
+               err=True)

@@ -94,3 +94,95 @@ def save_calibration(cal: Calibration, path: Path | None = None) -> Path:
     table["rule"] = "correct = true centre inside the refined footprint enlarged 3x (EarthMatch)"
     write_text(path, json.dumps(table, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- verified localisation (earthloc.refine.verify) ---------------------------------------------
+VERIFY_KEY = "verify"
+
+
+@dataclass(frozen=True)
+class VerifyCalibration:
+    """``P(answer footprint holds the true centre) = sigmoid(intercept + coef_inliers * log1p(inliers)
+    + coef_runner_up * log1p(runner_up))``; ``verified`` when it reaches ``threshold``.
+
+    ``inliers``: the strongest verification's MAGSAC inliers; ``runner_up``: inliers of the strongest
+    one that places the photo elsewhere (a second, disagreeing answer). Fitted per photo on iss_mini;
+    ``loo_*``: the leave-one-photo-out figures (fit and threshold on the other photos).
+    """
+
+    intercept: float
+    coef_inliers: float
+    coef_runner_up: float
+    threshold: float
+    precision: float
+    n_photos: int
+    n_correct: int
+    loo_confident: int = 0
+    loo_correct: int = 0
+    data: str = ""
+
+    def probability(self, inliers: float, runner_up: float) -> float:
+        z = self.intercept + self.coef_inliers * math.log1p(inliers) + self.coef_runner_up * math.log1p(runner_up)
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def _verify_x(inliers: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
+    return np.c_[np.log1p(np.asarray(inliers, np.float64)), np.log1p(np.asarray(runner_up, np.float64))]
+
+
+def precision_threshold(prob: np.ndarray, correct: np.ndarray, precision: float) -> float:
+    """Smallest probability ``t`` such that the photos at or above ANY threshold >= t are right at least
+    ``precision`` of the time (1.0 + eps, i.e. nothing confident, when no threshold qualifies)."""
+    order = np.argsort(-prob, kind="stable")
+    p, y = prob[order], np.asarray(correct, bool)[order]
+    prec = np.cumsum(y) / np.arange(1, len(y) + 1)
+    ok = np.flatnonzero(np.minimum.accumulate(prec >= precision))  # prefix where every cut qualifies
+    return float(p[ok[-1]]) if len(ok) else 1.0 + 1e-9
+
+
+def fit_verify_calibration(inliers, runner_up, correct, precision: float = 0.95, data: str = "") -> VerifyCalibration:
+    """Logistic fit (scikit-learn, L2, C=1) of per-photo ``correct`` on the two verification features,
+    its precision threshold, and the leave-one-photo-out evaluation of both."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _verify_x(inliers, runner_up), np.asarray(correct, bool)
+    if y.all() or not y.any():
+        raise InputError("calibration data", f"needs both right and wrong answers ({y.sum()} of {len(y)} right)")
+
+    def fit(xs: np.ndarray, ys: np.ndarray) -> tuple[LogisticRegression, float]:
+        lr = LogisticRegression(C=1.0, max_iter=1000).fit(xs, ys)
+        return lr, precision_threshold(lr.predict_proba(xs)[:, 1], ys, precision)
+
+    confident = right = 0
+    for i in range(len(y)):  # leave one photo out: fit and threshold on the others, judge photo i
+        rest = np.arange(len(y)) != i
+        if y[rest].all() or not y[rest].any():
+            continue
+        lr, thr = fit(x[rest], y[rest])
+        if lr.predict_proba(x[i:i + 1])[0, 1] >= thr:
+            confident += 1
+            right += int(y[i])
+    lr, thr = fit(x, y)
+    return VerifyCalibration(float(lr.intercept_[0]), float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), thr, precision,
+                             len(y), int(y.sum()), confident, right, data)
+
+
+def load_verify_calibration(path: Path | None = None) -> VerifyCalibration | None:
+    """The stored verification calibration, or ``None`` when none was fitted."""
+    path = Path(path or CALIBRATION_PATH)
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get(VERIFY_KEY)
+        return None if entry is None else VerifyCalibration(**entry)
+    except (ValueError, TypeError) as err:
+        raise InputError(path, f"not a valid calibration file ({err})") from None
+
+
+def save_verify_calibration(cal: VerifyCalibration, path: Path | None = None) -> Path:
+    """Add or replace the verification entry of the JSON file (atomic write)."""
+    path = Path(path or CALIBRATION_PATH)
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[VERIFY_KEY] = dataclasses.asdict(cal)
+    write_text(path, json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return path

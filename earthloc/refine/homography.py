@@ -135,10 +135,12 @@ def footprint_of(H: np.ndarray, w: int, h: int, context: Context) -> Footprint:
 
 def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, matcher: Matcher,
                      photo_features: Any = None, iterations: int = 4, min_inliers: int = MIN_INLIERS,
-                     ransac_px: float = RANSAC_PX) -> Refinement:
+                     ransac_px: float = RANSAC_PX, H0: np.ndarray | None = None) -> Refinement:
     """Iteratively fit the photo frame ``photo`` (already :func:`photo_frame`-sized) onto ``context``.
 
     ``photo_features``: the matcher's features of ``photo``, reused across candidates when given.
+    ``H0``: the first guess (photo frame -> context, corner coordinates), e.g. from verification;
+    default: the photo laid on the candidate turned by its retrieval rotation.
     Returns the last accepted state; a failure at iteration 1 rejects the candidate, a later failure
     stops iterating and keeps the previous (already validated) homography. Iterating also stops once
     the photo corners move by less than ``CONVERGED_PX`` context pixels.
@@ -150,7 +152,7 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
     if min(h, w) < MIN_PHOTO_PX:
         return Refinement(candidate, 0, 0, reason=f"photo too small ({w}x{h} px)")
     f0 = photo_features if photo_features is not None else matcher.features(photo)
-    H = initial_homography(w, h, (cw, ch), candidate.rotation_deg)
+    H = initial_homography(w, h, (cw, ch), candidate.rotation_deg) if H0 is None else np.asarray(H0, np.float64)
     best: Refinement | None = None
     for it in range(1, iterations + 1):
         warped = warp_to_photo(context.image, H, w, h)

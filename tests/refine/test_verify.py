@@ -1,0 +1,135 @@
+"""Verification on real imagery: a 13-image DB cut from the iss_mini mosaics (the 9 z14 places around
+ISS050-E-70536's true tile + 4 places of another photo, San Francisco Bay) and the real photo.
+Retrieval's order and rotations are replaced by wrong ones; verification must put a DB image holding
+NASA's centre first, at the right rotation, whatever the photo's orientation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import earthloc.refine.verify
+from earthloc.geo.footprint import Footprint
+from earthloc.geo.tiles import TileBlock
+from earthloc.photos import load_photos
+from earthloc.records import Candidate, Localization
+from earthloc.refine.calibration import fit_verify_calibration, load_verify_calibration
+from earthloc.refine.context import DbContexts
+from earthloc.refine.matchers import load_matcher
+from earthloc.refine.rerank import load_photo_rgb
+from earthloc.refine.verify import DbFeatures, Verifier, XFeatExtractor, holds
+
+PHOTO, TRUE_TILE, NASA_CENTRE = "ISS050-E-70536", TileBlock(14, 6410, 9928), (36.4, 38.2)
+ELSEWHERE = [TileBlock(14, r, c) for r in (6318, 6320) for c in (2620, 2622)]  # San Francisco Bay
+RUN = Path(__file__).parents[2] / "docs" / "results" / "verify_run.jsonl"
+
+
+@pytest.fixture(scope="module")
+def db(iss_mini, tmp_path_factory):
+    from earthloc.db.build import build_db
+    from earthloc.index.store import Index
+    from earthloc.models.registry import load_model
+    from earthloc.sources.mosaic import MosaicSource
+
+    tmp = tmp_path_factory.mktemp("verify")
+    near = [TileBlock(14, TRUE_TILE.row + dr, TRUE_TILE.col + dc) for dr in (-4, 0, 4) for dc in (-4, 0, 4)]
+    build_db(MosaicSource.from_iss_mini(iss_mini), near + ELSEWHERE, [2018], tmp / "db", workers=2, progress=False)
+    Index.build(tmp / "db", load_model("lite0-gem"), tmp / "ix", progress=False)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def verifier(db):
+    return Verifier(DbFeatures(XFeatExtractor()), DbContexts(db / "db", px=1536), load_matcher("xfeat-mnn"),
+                    load_verify_calibration(), top_k=50)
+
+
+@pytest.fixture(scope="module")
+def photo(iss_mini):
+    return next(p for p in load_photos(iss_mini / "queries.csv", iss_mini / "queries") if p.mrf == PHOTO)
+
+
+def wrong_order(db: Path) -> Localization:
+    """Candidates as a bad retrieval would give them: the elsewhere places first, the true tile last,
+    every one at rotation 180 (the photo is north-up: 0 is right)."""
+    from earthloc.db.manifest import load
+
+    paths = {r.tile: str(db / "db" / r.path) for r in load(db / "db").itertuples()}
+    near = [t for t in paths if TileBlock.from_name(t) not in ELSEWHERE and t != TRUE_TILE.name]
+    order = [t.name for t in ELSEWHERE] + sorted(near) + [TRUE_TILE.name]
+    cands = tuple(Candidate(TileBlock.from_name(t), 2018, 180, 1.0 - i / 100, Footprint(TileBlock.from_name(t).corners),
+                            paths[t]) for i, t in enumerate(order))
+    return Localization(photo=None, candidates=cands)
+
+
+def test_verification_puts_a_true_match_first_and_refines_it(db, verifier, photo):
+    loc = wrong_order(db)
+    assert not holds(loc.candidates[0], *NASA_CENTRE)
+    out = verifier.verify(loc, load_photo_rgb(photo.path))
+    first = out.localization.candidates[0]
+    assert holds(first, *NASA_CENTRE) and first.rotation_deg == 0
+    assert out.inliers >= 40 and out.runner_up < out.inliers / 2
+    assert out.localization.refined_footprint.contains(*NASA_CENTRE)
+    assert out.localization.verified is True and out.localization.confidence >= 0.9
+    # the wrong places did not verify: they sink below every place that holds the photo
+    tail = [c.tile for c in out.localization.candidates[-4:]]
+    assert set(tail) == set(ELSEWHERE)
+
+
+def test_a_photo_turned_by_90_degrees_still_verifies(db, verifier, photo):
+    rgb = np.rot90(load_photo_rgb(photo.path), 1)  # counter-clockwise: the DB image turned by 90 matches it
+    out = verifier.verify(wrong_order(db), rgb)
+    first = out.localization.candidates[0]
+    assert holds(first, *NASA_CENTRE) and first.rotation_deg == 90
+    assert out.localization.refined_footprint.contains(*NASA_CENTRE)
+
+
+def test_feature_store_serves_the_same_features(db, photo):
+    from earthloc.refine.features import FeatureStore, build_store, bytes_per_image
+
+    build_store(db / "ix", db / "db", progress=False)
+    store = FeatureStore.open(db / "ix", db / "db")
+    path = wrong_order(db).candidates[-1].path
+    fresh = XFeatExtractor()(earthloc.refine.verify.read_db_image(path))
+    got = store.get(path)
+    assert np.allclose(got.keypoints, fresh.keypoints, atol=0.05)
+    cos = (got.descriptors.astype(np.float32) * fresh.descriptors.astype(np.float32)).sum(1)
+    assert cos.min() > 0.99  # int8 storage
+    size = sum(f.stat().st_size for f in (db / "ix" / "local_features").glob("*.npy"))
+    assert size <= 13 * bytes_per_image() + 3 * 256  # 3 small .npy headers
+    # verification through the store gives the same answer
+    v = Verifier(DbFeatures(XFeatExtractor(), store), top_k=50, calibration=load_verify_calibration())
+    out = v.verify(wrong_order(db), load_photo_rgb(photo.path))
+    assert holds(out.localization.candidates[0], *NASA_CENTRE)
+
+
+def test_pipeline_writes_the_verified_record_and_a_rerun_reuses_it(db, photo, tmp_path, monkeypatch):
+    from earthloc.pipeline import LocateOptions, localize, open_locator
+
+    locator = open_locator(db / "ix")
+    events: list[str] = []
+    options = LocateOptions(top_k=3, verify=True)
+    progress = tmp_path / "run.jsonl"
+    loc = localize(locator, [photo], options, progress, on_event=lambda s, n, t: events.append(s))[0]
+    assert events == ["decoding", "encoding", "searching", "verifying", "refining", "done"]
+    assert len(loc.candidates) == 3 and holds(loc.candidates[0], *NASA_CENTRE)
+    assert loc.verified is True and loc.refined_footprint.contains(*NASA_CENTRE)
+    record = json.loads(progress.read_text().splitlines()[-1])
+    assert record["verified"] is True and record["inliers"] == loc.inliers
+    monkeypatch.setattr(Verifier, "verify", lambda *a, **k: pytest.fail("verified again"))
+    again = localize(locator, [photo], options, progress)[0]
+    assert again == loc and len(progress.read_text().splitlines()) == 1
+
+
+def test_shipped_calibration_is_the_fit_of_the_recorded_run_and_confident_answers_are_right():
+    recs = [json.loads(line) for line in RUN.read_text().splitlines()]
+    assert len(recs) == 32
+    cal = fit_verify_calibration([r["inliers"] for r in recs], [r["runner_up"] for r in recs],
+                                 [r["footprint_holds_centre"] for r in recs], 0.95)
+    shipped = load_verify_calibration()
+    assert shipped.threshold == pytest.approx(cal.threshold) and shipped.intercept == pytest.approx(cal.intercept)
+    # leave one photo out: fitted and thresholded on the 31 others, the held-out confident answers are right
+    assert cal.loo_confident >= 5 and cal.loo_correct / cal.loo_confident >= 0.95
