@@ -202,7 +202,8 @@ def print_report(report: DemoReport) -> None:
     cols = ("photo", "true centre", "best candidate", "rot", "distance km", "rank-1 hit", "first hit", "verified",
             "confidence", "refined km", "searched", "chance")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("photo", "best candidate") else "right")
+        t.add_column(col, justify="left" if col in ("photo", "best candidate") else "right",
+                     no_wrap=col in ("photo", "best candidate"))
     for r in report.rows:
         if r.error:
             t.add_row(r.mrf, "", f"error: {r.error}", *[""] * (len(cols) - 3))
@@ -212,7 +213,7 @@ def print_report(report: DemoReport) -> None:
                   {True: "yes", False: "no", None: "-"}[r.verified],
                   "-" if r.confidence is None else f"{r.confidence:.2f}",
                   "-" if r.refined_km is None else f"{r.refined_km:.1f}", str(r.searched), f"{100 * r.chance:.1f}%")
-    console = Console(width=140)
+    console = Console(width=170)
     console.print(t)
     ok = report.ok
     n = len(ok)

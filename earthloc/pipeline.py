@@ -68,14 +68,15 @@ MIN_PHOTO_SIDE_PX = 64
 class LocateOptions:
     """What a localization run does per photo. ``top_k``: candidates kept; ``verify``: verify the
     first ``verify_top_k`` retrieved candidates, re-rank them and refine the answer (needs the
-    index's DB images; on by default); ``refine``: without verification, refine every candidate
+    index's DB images; what ``earthloc locate``, the demo and the web app do by default; off here so
+    that library callers such as the retrieval evaluation get retrieval alone); ``refine``: without verification, refine every candidate
     (``refine_top_k``: the first that many) with ``matcher`` and re-rank (the older, slower path)."""
 
     top_k: int = 10
     refine: bool = False
     matcher: str = "xfeat-lg"
     refine_top_k: int | None = None
-    verify: bool = True
+    verify: bool = False
     verify_top_k: int = VERIFY_TOP_K
 
     def __post_init__(self) -> None:
