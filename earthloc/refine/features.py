@@ -50,7 +50,7 @@ class FeatureStore:
         self.px = json.loads((root / "meta.json").read_text())["px"]
 
     @classmethod
-    def open(cls, index_dir: Path, db_dir: Path) -> "FeatureStore | None":
+    def open(cls, index_dir: Path, db_dir: Path) -> FeatureStore | None:
         """The store of the index folder, or ``None`` when it was built without one."""
         root = Path(index_dir) / STORE
         if not (root / "meta.json").is_file():

@@ -259,7 +259,7 @@ class Verifier:
 
     @classmethod
     def open(cls, db_dir: Path | None, index_dir: Path | None = None, top_k: int = TOP_K,
-             refine: bool = True) -> "Verifier":
+             refine: bool = True) -> Verifier:
         """A verifier over the DB folder ``db_dir`` (features from ``index_dir``'s store when built)."""
         from earthloc.refine.features import FeatureStore
 
