@@ -26,7 +26,8 @@ def serve(
                                                     "required when --host is not a loopback address."),
     workers: int = typer.Option(1, "--workers", min=1, help="Photos localized at once (worker threads)."),
     queue: int = typer.Option(8, "--queue", min=0, help="Jobs waiting beyond those; more get 429 Retry-After."),
-    refine: bool = typer.Option(False, "--refine", help="Refine footprints by default (the page can ask per photo)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Verify candidates and refine the answer's footprint unless a job says otherwise."),
     threads: int = typer.Option(None, "--threads", min=1,
                                 help="CPU threads for encoding/matching (default: all cores but one, so pages and "
                                      "tiles keep a core while jobs run)."),
@@ -44,7 +45,7 @@ def serve(
     import torch
 
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
-    options = ServiceOptions(token=bearer, workers=workers, max_queued=queue, refine=refine)
+    options = ServiceOptions(token=bearer, workers=workers, max_queued=queue, verify=verify)
     uvicorn.run(create_app(index, model, checkpoint, options), host=host, port=port, log_level="info")
 
 

@@ -11,7 +11,7 @@ stay responsive while jobs run.
 - ``GET /api/tiles/{year}/{z}/{x}/{y}`` tiles cut from the index's own DB images, any zoom from the
                                     DB's ``min_zoom`` up (404 where the DB has no image)
 - ``POST /api/jobs``                multipart ``photo`` [+ ``nadir_lat``/``nadir_lon``, ``time`` (ISO 8601
-                                    UTC), ``altitude_km``, ``top_k``, ``refine``] -> 202 ``{"id": ...}``;
+                                    UTC), ``altitude_km``, ``top_k``, ``verify``] -> 202 ``{"id": ...}``;
                                     nadir/time may come from an official file name; full queue -> 429
                                     with ``Retry-After``
 - ``GET /api/jobs/{id}``            state (queued, running, done, failed), stage and progress; when done
@@ -65,16 +65,15 @@ MAX_TOP_K = 100
 class ServiceOptions:
     """Limits and policy of the service. ``token``: required bearer token (None: open, loopback only);
     ``workers``: jobs run at once; ``max_queued``: jobs waiting beyond those (then 429);
-    ``max_upload_bytes`` / ``max_pixels``: upload caps, checked before decoding; ``refine``: default
-    for jobs that do not say; ``refine_top_k``: refine only that many first candidates (None: all)."""
+    ``max_upload_bytes`` / ``max_pixels``: upload caps, checked before decoding; ``verify``: default
+    for jobs that do not say whether to verify the candidates (and refine the answer's footprint)."""
 
     token: str | None = None
     workers: int = 1
     max_queued: int = 8
     max_upload_bytes: int = 32 * 2**20
     max_pixels: int = 60_000_000
-    refine: bool = False
-    refine_top_k: int | None = 3
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
                 "world": {"max_zoom": webmap.WORLD_MAX_ZOOM},
                 "limits": {"max_upload_bytes": options.max_upload_bytes, "max_pixels": options.max_pixels,
                            "max_top_k": MAX_TOP_K},
-                "refine_default": options.refine,
+                "verify_default": options.verify,
                 "extent": _index_extent(index)}
 
     @app.get("/api/world/{z}/{x}/{y}.jpg")
@@ -142,7 +141,7 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
     def submit(photo: UploadFile = File(...), nadir_lat: float | None = Form(None),
                nadir_lon: float | None = Form(None), time: str | None = Form(None),
                altitude_km: float | None = Form(None), top_k: int = Form(10),
-               refine: bool | None = Form(None)) -> dict:
+               verify: bool | None = Form(None)) -> dict:
         # a plain `def`: FastAPI runs it in its thread pool; it reads headers and bytes only, no decoding
         try:
             data, fmt = _checked_upload(photo, options)
@@ -151,8 +150,8 @@ def create_app(index_dir: Path, model_name: str | None = None, checkpoint: Path 
                 path = folder / _safe_name(photo.filename, fmt)
                 path.write_bytes(data)
                 p = _photo(path, nadir_lat, nadir_lon, time, altitude_km, top_k)
-                job = jobs.submit(lambda report: _run(locator, p, top_k, options.refine if refine is None else refine,
-                                                      options.refine_top_k, report, folder),
+                job = jobs.submit(lambda report: _run(locator, p, top_k, options.verify if verify is None else verify,
+                                                      report, folder),
                                   on_failure=lambda err: _failure(err, folder))
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -263,11 +262,10 @@ def _check_id(job_id: str) -> str:
 
 
 # --- the job ---------------------------------------------------------------------------------------
-def _run(locator, photo: Photo, top_k: int, refine: bool, refine_top_k: int | None, report,
-         folder: Path) -> JobResult:
+def _run(locator, photo: Photo, top_k: int, verify: bool, report, folder: Path) -> JobResult:
     """Localize one uploaded photo (in a worker thread); the job's folder is removed at the end."""
     try:
-        options = LocateOptions(top_k=top_k, refine=refine, refine_top_k=refine_top_k)
+        options = LocateOptions(top_k=top_k, verify=verify)
         loc, prepared = locate_one(locator, photo, options, on_event=report)
         report("drawing", 0, 1)
         img = prepared.image  # decoded once by the pipeline; no longer needed there

@@ -19,10 +19,9 @@ TILE = re.compile(r"/api/tiles/(\d+)/(\d+)/(\d+)/(\d+)")
 
 @pytest.fixture(scope="module")
 def served(small_index):
-    from earthloc.service.app import ServiceOptions, create_app
+    from earthloc.service.app import create_app
 
-    # refinement of the first candidate only: the slow part, kept to one
-    with running(create_app(small_index.path, options=ServiceOptions(refine_top_k=1))) as url:
+    with running(create_app(small_index.path)) as url:
         yield url, small_index
 
 
@@ -61,12 +60,12 @@ def test_page_settles_uploads_a_photo_and_shows_the_evidence(served, browser, tm
         assert z >= info["basemap"]["min_zoom"] and ts <= n and tn >= s and tw <= e and te >= w, (z, x, y)
     assert len(_loaded(page, "img.leaflet-tile-loaded")) > 4
 
-    # upload the real photo through the form, with refinement
+    # upload the real photo through the form (candidates verified, the answer's footprint refined)
     page.set_input_files("input[name=photo]", str(small.photo.path))
     page.fill("input[name=nadir_lat]", str(small.photo.nadir[0]))
     page.fill("input[name=nadir_lon]", str(small.photo.nadir[1]))
     page.fill("input[name=top_k]", "3")
-    page.check("input[name=refine]")
+    assert page.is_checked("input[name=verify]")  # verification (and the answer's footprint) by default
     page.click("#go")
     page.wait_for_selector("tr.cand", timeout=600_000)
     _settle(page, 1000)
@@ -99,7 +98,7 @@ def test_page_settles_uploads_a_photo_and_shows_the_evidence(served, browser, tm
     page.set_input_files("input[name=photo]", str(small.photo.path))
     page.fill("input[name=nadir_lat]", "-10")
     page.fill("input[name=nadir_lon]", "-140")
-    page.uncheck("input[name=refine]")
+    page.uncheck("input[name=verify]")
     page.click("#go")
     page.wait_for_function("document.getElementById('note').textContent.length > 0", timeout=300_000)
     assert page.locator("#note").inner_text().startswith("No DB image of this index lies in the area visible")
@@ -112,7 +111,7 @@ def test_locate_map_html_opens_offline_with_the_evidence(small_index, browser, t
     out = tmp_path / "map.html"
     p = small_index.photo
     r = subprocess.run([earthloc, "locate", str(p.path), "--index", str(small_index.path), "--nadir",
-                        f"{p.nadir[0]},{p.nadir[1]}", "--top", "1", "--refine", "--map", str(out)],
+                        f"{p.nadir[0]},{p.nadir[1]}", "--top", "1", "--map", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     page = browser.new_page(viewport={"width": 1400, "height": 900})
