@@ -24,13 +24,14 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
     (and ``retries``/``concurrency`` to STAC); ``stac``: more keyword arguments of
     :class:`earthloc.sources.stac.StacSource` (collection, season, mask_snow, min_clear, ...).
     ``limits``: a :class:`earthloc.sources.wmts.HostLimits` shared with other sources (a Ray build's
-    cluster-wide one) instead of this WMTS source's own rate and concurrency limits.
+    cluster-wide one) instead of a WMTS source's own rate and concurrency limits; a STAC source's COG
+    reads go through it too.
     """
     kind, sep, arg = spec.partition(":")
     if kind == "stac" and arg:
         from earthloc.sources.stac import StacSource
 
-        return StacSource(arg, years, retries=retries, workers=concurrency, **(stac or {}))
+        return StacSource(arg, years, retries=retries, workers=concurrency, limits=limits, **(stac or {}))
     if spec.startswith(("http://", "https://")):
         kind, arg = "wmts", spec
     if kind == "eox" and not sep:

@@ -37,8 +37,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dask
 import httpx
@@ -63,6 +65,7 @@ from earthloc.atomic import atomic_path
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX, TileBlock
 from earthloc.sources.base import ImageSkipped
+from earthloc.sources.wmts import HostLimits
 
 DEFAULT_COLLECTION = "sentinel-2-l2a"
 # asset keys per role: Earth Search v1 names first, then Planetary Computer / ESA band names
@@ -132,8 +135,10 @@ class RangeHttp:
     """HTTP range reads with retries (exponential backoff + jitter) on 5xx/429, timeouts, resets and
     truncated bodies; 4xx other than 429 fail at once. One client (connection pool) for all places."""
 
-    def __init__(self, retries: int = 6, timeout_s: float = 30.0, backoff_s: float = 0.5, concurrency: int = 8):
+    def __init__(self, retries: int = 6, timeout_s: float = 30.0, backoff_s: float = 0.5, concurrency: int = 8,
+                 limits: HostLimits | None = None):
         self.retries, self.backoff_s = retries, backoff_s
+        self.limits = limits  # per-host rate and requests in flight shared with others (a Ray build's gate)
         self.client = httpx.Client(timeout=timeout_s, follow_redirects=True,
                                    limits=httpx.Limits(max_connections=concurrency),
                                    headers={"User-Agent": f"earthloc/{__version__}"})
@@ -145,11 +150,13 @@ class RangeHttp:
 
     def get_range(self, url: str, start: int, end: int, budget: Budget) -> tuple[bytes, int]:
         """Bytes ``start..end`` (inclusive) of ``url`` and the file's total size; retried until complete."""
+        host = urlsplit(url).netloc
         for attempt in range(self.retries + 1):
             retry = attempt > 0
             try:
-                r = self.client.get(url, headers={"Range": f"bytes={start}-{end}"})
-                body = r.content
+                with self.limits.request(host) if self.limits else nullcontext():
+                    r = self.client.get(url, headers={"Range": f"bytes={start}-{end}"})
+                    body = r.content
             except (httpx.TimeoutException, httpx.TransportError) as err:  # slow, reset, truncated (Content-Length)
                 budget.spend(0, retry, url)
                 problem = f"{type(err).__name__}: {err}"
@@ -166,6 +173,9 @@ class RangeHttp:
                     return b"", start
                 elif r.status_code in RETRY_STATUS:
                     problem = f"HTTP {r.status_code}"
+                    wait = r.headers.get("Retry-After", "")
+                    if self.limits and r.status_code == 429 and wait.isdigit():
+                        self.limits.pause(host, float(wait))  # everyone sharing the limits waits, not only us
                 elif r.status_code == 404:
                     raise FileNotFoundError(url)
                 else:
@@ -401,7 +411,9 @@ class StacSource:
     ``(first, last)`` within each year (wrapping, e.g. ``(11, 2)``, runs into the next year). ``modifier``:
     pystac-client's item modifier, e.g. ``planetary_computer.sign_inplace`` (Planetary Computer asset URLs
     need SAS tokens; each place's search signs its items afresh). ``workers``: reads in flight per place
-    (dask threads). ``max_requests`` / ``max_bytes``: per-place caps (:class:`BudgetExceeded`).
+    (dask threads). ``max_requests`` / ``max_bytes``: per-place caps (:class:`BudgetExceeded`). ``limits``:
+    per-host rate and requests in flight for the COG reads, shared with other sources (a Ray build passes
+    its cluster-wide :class:`earthloc.sources.wmts.HostLimits`; None: only ``workers`` bounds them).
     """
 
     def __init__(self, url: str, years: Sequence[int] | None, collection: str = DEFAULT_COLLECTION,
@@ -409,7 +421,8 @@ class StacSource:
                  skip_sparse: bool = False, max_items: int = 16, max_cloud: float = 80.0, retries: int = 6,
                  timeout_s: float = 30.0, backoff_s: float = 0.5, workers: int = 8,
                  max_requests: int | None = None, max_bytes: int | None = None,
-                 mask_classes: Sequence[int] | None = None, modifier: Callable | None = None, cache: int = 4):
+                 mask_classes: Sequence[int] | None = None, modifier: Callable | None = None, cache: int = 4,
+                 limits: HostLimits | None = None):
         if not years:
             raise InputError("years", "a STAC source needs the years to composite (--years)")
         if bad := [y for y in years if y < S2_FIRST_YEAR]:
@@ -426,7 +439,7 @@ class StacSource:
         self.max_items, self.max_cloud, self.workers = max_items, max_cloud, workers
         self.max_requests, self.max_bytes = max_requests, max_bytes
         self.modifier = modifier
-        self.http = RangeHttp(retries, timeout_s, backoff_s, concurrency=max(8, workers))
+        self.http = RangeHttp(retries, timeout_s, backoff_s, concurrency=max(8, workers), limits=limits)
         self._retries, self._timeout_s, self._backoff_s = retries, timeout_s, backoff_s
         self._tls = threading.local()
         self._cache: OrderedDict[tuple, Composite] = OrderedDict()

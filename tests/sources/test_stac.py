@@ -17,6 +17,9 @@ import math
 import socket
 import subprocess
 import sys
+import threading
+from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import cv2
@@ -34,6 +37,7 @@ from earthloc.db.build import build_db
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.sources.stac import GAMMA, StacSource, place_geobox, true_colour
+from earthloc.sources.wmts import LocalHostLimits
 
 Z, ROW0, COL0, TILES = 12, 1160, 2522, 8  # the crop: z12 rows 1160..1167, cols 2522..2529
 PX = 128  # pixels per tile in the crop
@@ -414,3 +418,41 @@ def test_cli_build_resume_and_report(server, tmp_path):
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: nothing rebuilt
     assert r2.returncode == 0 and "wrote 0, kept 1" in r2.stdout
     assert len(pd.read_csv(out / "stac_report.csv")) == 2  # rows of the first run kept
+
+
+class _CountingLimits(LocalHostLimits):
+    """The real per-host limits (one request in flight), counting what passes through them."""
+
+    def __init__(self):
+        super().__init__(rate=None, concurrency=1)
+        self.passed: Counter = Counter()
+        self.in_flight = self.most_in_flight = 0
+        self._count = threading.Lock()
+
+    @contextmanager
+    def request(self, host: str):
+        with super().request(host):
+            with self._count:
+                self.passed[host] += 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                yield
+            finally:
+                with self._count:
+                    self.in_flight -= 1
+
+
+def test_cog_reads_go_through_shared_host_limits(server):
+    """A Ray build hands every worker's source one cluster-wide limiter: each COG read passes it."""
+    limits = _CountingLimits()
+    server.reset_counts()
+    src = _source(server, limits=limits, workers=4)
+    try:
+        src.composite(TileBlock(14, 4660, 10108), 2022)
+    finally:
+        src.close()
+    cog_requests = sum(server.requests.values())  # the server counts file (COG) requests
+    host = server.url.split("//")[1]
+    assert cog_requests > 0 and limits.passed[host] == cog_requests
+    assert limits.most_in_flight == 1
