@@ -90,8 +90,6 @@ class Locator:
     def resolve(self, photo: Photo) -> Photo:
         """The photo with its nadir and altitude filled in: nadir from metadata, else from its time via
         the ISS TLE history; altitude from metadata, the TLE, or the default ISS altitude."""
-        from earthloc.geo import visibility
-
         nadir, alt = photo.nadir, photo.altitude_km
         if nadir is None and photo.time is not None and photo.extra.get("time_precision") == "day":
             if self.require_area:  # the ISS circles the Earth 16 times a day: a date says nothing of where

@@ -25,6 +25,7 @@ from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.records import Candidate, Localization, Photo
+from earthloc.webmap import write_map
 
 FORMATS = ("jsonl", "json", "geojson", "csv", "kml", "html")
 
@@ -292,8 +293,6 @@ def write_html_map(locs: Sequence[Localization], path: Path, max_candidates: int
     candidates drawn with their own DB images on their footprints (best outlined red), the photo warped
     onto its refined footprint (opacity slider), the ISS nadir and visible disk, NASA's centre and
     footprint when known, and a legend, over NASA's Blue Marble; Leaflet and every image are inlined."""
-    from earthloc.webmap import write_map  # here: it decodes images (torch, OpenCV), which other formats never need
-
     write_map(locs, Path(path), max_candidates)
 
 

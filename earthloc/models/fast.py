@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import io
 import logging
 import warnings
@@ -36,9 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from earthloc.atomic import atomic_path
 from earthloc.config import cache_dir
+from earthloc.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,6 @@ def bf16_supported() -> bool:
 
 @cache
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -210,8 +211,6 @@ def _ov_runner(model: nn.Module) -> Runner:
 def _fold_batchnorm(net: nn.Module) -> nn.Module:
     """Fold eval-mode BatchNorm into the preceding convolution (torch.fx), one memory pass less per conv.
     Models that torch.fx cannot trace are returned unchanged."""
-    from torch.fx.experimental.optimization import fuse
-
     try:
         return fuse(net, inplace=True)
     except Exception as err:  # noqa: BLE001 - untraceable model: keep it as is
@@ -257,8 +256,6 @@ def _ort_ready(model: nn.Module) -> bool:
 def resolve_device(device: str = "cpu") -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` as given (``auto``: ``cuda`` when a GPU is visible, else ``cpu``);
     a CUDA device that is not there is an :class:`~earthloc.errors.InputError`."""
-    from earthloc.errors import InputError
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":

@@ -17,6 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+from tqdm import tqdm
+
 from earthloc.atomic import atomic_path
 from earthloc.config import cache_dir
 from earthloc.errors import InputError
@@ -58,9 +61,6 @@ def fetch(remote: RemoteWeights, force: bool = False, progress: bool = True, tim
     Returns the cached path (no download when it is already there, unless ``force``). No internet, an HTTP
     error or a hash mismatch -> InputError naming the URL; nothing is left in the cache then.
     """
-    import httpx
-    from tqdm import tqdm
-
     dest = cached_path(remote)
     if dest.is_file() and not force:
         return dest

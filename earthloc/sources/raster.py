@@ -19,7 +19,13 @@ from pathlib import Path
 
 import mercantile
 import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.warp
 from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.transform import from_bounds
+from rasterio.vrt import WarpedVRT
 
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX, fractional_tile
@@ -32,10 +38,6 @@ class RasterSource:
 
     def __init__(self, paths: dict[int, str | Path], bands: tuple[int, ...] | None = None,
                  resampling: str = "bilinear", scale: tuple[float, float] | None = None):
-        import rasterio
-        import rasterio.errors
-        import rasterio.warp
-
         if not paths:
             raise InputError("RasterSource", "no rasters given")
         if resampling not in _RESAMPLING:
@@ -97,10 +99,6 @@ class RasterSource:
         return x0 <= x and x + 1 <= x1 and y0 <= y and y + 1 <= y1
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
-        from rasterio.enums import Resampling
-        from rasterio.transform import from_bounds
-        from rasterio.vrt import WarpedVRT
-
         if year not in self.paths:
             raise InputError(f"year {year}", f"no raster for it (years {list(self.paths)})")
         info = self._info[year]
@@ -118,10 +116,6 @@ class RasterSource:
 
     def _dataset(self, year: int):
         """A rasterio dataset per thread and year (datasets are not thread-safe)."""
-        import rasterio
-        import rasterio.errors
-        import rasterio.warp
-
         cache = getattr(self._local, "ds", None)
         if cache is None:
             cache = self._local.ds = {}

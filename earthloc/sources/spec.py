@@ -15,6 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from earthloc.errors import InputError
+from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.official_folder import OfficialSource
+from earthloc.sources.raster import RasterSource
+from earthloc.sources.wmts import EOX_URL, WmtsSource
 
 
 def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | None = None,
@@ -35,18 +39,12 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
     if spec.startswith(("http://", "https://")):
         kind, arg = "wmts", spec
     if kind == "eox" and not sep:
-        from earthloc.sources.wmts import EOX_URL, WmtsSource
-
         return WmtsSource(EOX_URL, years=years, cache_dir=cache_dir, concurrency=concurrency,
                           rate_per_host=rate_per_host, retries=retries, limits=limits)
     if kind == "wmts" and arg:
-        from earthloc.sources.wmts import WmtsSource
-
         return WmtsSource(arg, years=years, cache_dir=cache_dir, concurrency=concurrency,
                           rate_per_host=rate_per_host, retries=retries, limits=limits)
     if kind == "raster" and arg:
-        from earthloc.sources.raster import RasterSource
-
         paths = {}
         for item in arg.split(","):
             y, eq, p = item.partition("=")
@@ -57,11 +55,7 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
             paths[int(y)] = Path(p)
         return RasterSource(paths)
     if kind in ("iss-mini", "iss_mini"):
-        from earthloc.sources.mosaic import MosaicSource
-
         return MosaicSource.from_iss_mini(Path(arg) if arg else None)
     if kind == "official" and arg or Path(spec).is_dir():
-        from earthloc.sources.official_folder import OfficialSource
-
         return OfficialSource(Path(arg if kind == "official" else spec))
     raise InputError(f"source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")

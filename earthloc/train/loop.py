@@ -30,8 +30,10 @@ from tqdm import tqdm
 
 from earthloc.atomic import atomic_path, write_text
 from earthloc.errors import InputError
+from earthloc.models.registry import load_model
 from earthloc.train.augment import YearwiseAugment
 from earthloc.train.data import ClusterBatches, ImageCache, encode_regions, load_regions, make_batch
+from earthloc.train.datasets import ZOOM_GAP
 from earthloc.train.loss import NeutralAwareMSLoss, neutral_mask
 from earthloc.train.validate import evaluate, make_valset
 
@@ -155,8 +157,6 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _train(cfg: TrainConfig) -> TrainResult:
-    from earthloc.models.registry import load_model
-
     rank, world = _dist()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -331,8 +331,6 @@ def _check_disjoint(train_regions, val_regions) -> None:
     """Held-out regions must not overlap a training region of comparable resolution (within ``ZOOM_GAP``
     zoom levels), else validation measures memory. A z5 Blue Marble block over a z17 NAIP place shows that
     ground 4,000x coarser, which we do not count as seeing it."""
-    from earthloc.train.datasets import ZOOM_GAP
-
     if not val_regions:
         return
     tiles = [r.tile for r in train_regions] + [r.tile for r in val_regions]

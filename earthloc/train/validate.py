@@ -22,8 +22,10 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torchvision.transforms import InterpolationMode
 
+from earthloc.eval.protocol import recall_at
 from earthloc.train.augment import plain
 from earthloc.train.data import ImageCache, TrainRegion
+from earthloc.train.loss import neutral_mask
 
 DB_ROTATIONS = (0, 90, 180, 270)
 
@@ -70,9 +72,6 @@ def evaluate(model: torch.nn.Module, vs: ValSet, cache: ImageCache, size: int, m
              device: str = "cpu", ns: Sequence[int] = (1, 5, 10, 20), batch_size: int = 32) -> dict[str, float]:
     """``{"R@N": same-tile recall, "oR@N": overlap recall}`` (percent) of the held-out queries. The model
     is put in eval mode and restored afterwards."""
-    from earthloc.eval.protocol import recall_at
-    from earthloc.train.loss import neutral_mask
-
     was_training = model.training
     model.eval()
     db_imgs = [cache.get(r.images[-1][1]) for r in vs.regions]
