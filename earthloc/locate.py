@@ -94,15 +94,15 @@ class Locator:
         if nadir is None and photo.time is not None and photo.extra.get("time_precision") == "day":
             if self.require_area:  # the ISS circles the Earth 16 times a day: a date says nothing of where
                 raise InputError(photo.mrf, "only the date is known, the ISS position needs the exposure time "
-                                            "(give --time, --nadir or --metadata with nadir)")
+                                            "(give the photo a time or a nadir)")
             return photo
         if nadir is None and photo.time is not None:
             state = visibility.iss_state(photo.time)
             nadir, alt = (float(state.lat), float(state.lon)), alt if alt is not None else float(state.altitude_km)
         if nadir is None:
             if self.require_area:
-                raise InputError(photo.mrf, "no ISS nadir or time: give --nadir, --time or --metadata "
-                                            "(or --global to search the whole index)")
+                raise InputError(photo.mrf, "no ISS nadir or time: give the photo a nadir or a time "
+                                            "(or require_area=False to search the whole index)")
             return photo
         return replace(photo, nadir=nadir,
                        altitude_km=alt if alt is not None else float(visibility.DEFAULT_ISS_ALTITUDE_KM))

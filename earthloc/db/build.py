@@ -199,7 +199,7 @@ def start_build(years_served: Sequence[int], places: Iterable[TileBlock], years:
                 with Image.open(target) as im:
                     if im.width != size:
                         state.journal.close()
-                        raise InputError(out_dir, f"holds {im.width}-px DB images, --size is {size}: "
+                        raise InputError(out_dir, f"holds {im.width}-px DB images, size is {size}: "
                                                   "build into another folder")
                 checked_size = True
             if rel not in known:  # finished, but the kill came before its journal line

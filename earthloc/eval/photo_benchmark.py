@@ -233,7 +233,7 @@ def _load_locator(index_dir: Path, checkpoints: Sequence[Path]):
                 break
         else:
             raise InputError(index_dir, f"built with model {index.model_name!r} from a checkpoint "
-                                        f"(hash {want}); pass that file with --checkpoint")
+                                        f"(hash {want}); pass that file in checkpoints")
     # The photos' nadir is known, so the search is the visible-area one `earthloc locate` runs; photos
     # without nadir or time search the whole DB instead of failing.
     return Locator(index, model, require_area=False), index

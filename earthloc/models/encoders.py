@@ -101,7 +101,7 @@ def ray_session(address: str, cpus_per_task: int):
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise InputError(f"address {address}", f"cannot join a Ray cluster there ({err}); start one with "
-                                                 "`ray start --head`, or use --ray local") from err
+                                                 "`ray start --head`, or use address \"local\"") from err
         started = True
     try:
         yield ray

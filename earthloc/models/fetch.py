@@ -83,7 +83,7 @@ def fetch(remote: RemoteWeights, force: bool = False, progress: bool = True, tim
                                              f"{remote.sha256_prefix}: corrupt download, nothing kept")
     except httpx.HTTPError as err:
         raise InputError(remote.url, f"cannot download ({type(err).__name__}: {err}); no internet? "
-                                     f"Download it elsewhere and pass it with --checkpoint, or copy it to "
+                                     f"Download it elsewhere and pass it as checkpoint, or copy it to "
                                      f"{dest}") from None
     return dest
 
@@ -130,7 +130,7 @@ def offline_hint(remote: HubWeights) -> str:
     """What to download by hand and where to put it."""
     what = remote.filename or f"the weights file ({'/'.join('*' + s for s in WEIGHT_SUFFIXES[:3])})"
     return (f"download {what} from {remote.page} on a machine with internet and put it in {remote.local_dir}/ "
-            f"(or pass it with --checkpoint FILE)")
+            f"(or pass it as checkpoint)")
 
 
 def _pick_weights_file(remote: HubWeights, files: dict[str, str | None]) -> str:

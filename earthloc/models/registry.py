@@ -121,7 +121,7 @@ def earthloc2_weights_file() -> Path:
                                       f"{offline_hint(EARTHLOC2_WEIGHTS)}")
     if len(found) > 1:
         raise InputError(EARTHLOC2_WEIGHTS.local_dir, f"several weights files ({', '.join(p.name for p in found)}): "
-                                                      "keep one, or pass it with --checkpoint FILE")
+                                                      "keep one, or pass it as checkpoint")
     return found[0]
 
 

@@ -424,7 +424,7 @@ class StacSource:
                  mask_classes: Sequence[int] | None = None, modifier: Callable | None = None, cache: int = 4,
                  limits: HostLimits | None = None):
         if not years:
-            raise InputError("years", "a STAC source needs the years to composite (--years)")
+            raise InputError("years", "a STAC source needs the years to composite")
         if bad := [y for y in years if y < S2_FIRST_YEAR]:
             raise InputError(f"years {bad}", f"Sentinel-2 data start in {S2_FIRST_YEAR}")
         if season and not all(1 <= m <= 12 for m in season):

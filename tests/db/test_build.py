@@ -114,5 +114,5 @@ def test_smaller_images_keep_the_footprint_and_one_size_per_folder(mini, shared_
     err = np.abs(got - box_mean).mean()
     assert err < 6 and np.abs(got - shifted).mean() > 3 * err
     assert verify_db(tmp_path, progress=False).ok
-    with pytest.raises(InputError, match="holds 256-px DB images, --size is 1024"):
+    with pytest.raises(InputError, match="holds 256-px DB images, size is 1024"):
         build_db(mini, [block], [2018], tmp_path, workers=1, progress=False)
