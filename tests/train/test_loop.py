@@ -67,7 +67,7 @@ def test_train_checkpoints_and_resumes(iss_db, tmp_path):
     moved = sum(float((state1["model"][k].float() - v.float()).abs().sum()) for k, v in start.items())
     assert moved > 0
     # Without --resume an existing run folder is refused; with it the run continues after epoch 1.
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="set resume"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 2}))
     res2 = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}))
     assert [r["epoch"] for r in res2.history] == [0, 1, 2]
