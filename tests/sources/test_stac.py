@@ -143,7 +143,7 @@ def _naip(shared_data):
         with rasterio.open(shared_data / "multiyear" / "naip_north_dakota" / f"m_4709963_se_14_1_{d}.tif") as ds:
             rgb, t = np.moveaxis(ds.read([1, 2, 3]), 0, -1).copy(), ds.transform
         scl = np.full((rgb.shape[0] // 2, rgb.shape[1] // 2), 4, np.uint8)
-        t_scl = t * rasterio.Affine.scale(2)
+        t_scl = t @ rasterio.Affine.scale(2)
         if i < 2:
             cloud = _naip_cloud(t_scl, scl.shape)
             scl[cloud] = 9
