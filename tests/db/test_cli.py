@@ -70,7 +70,7 @@ def test_verify_passes_on_a_fresh_build_and_catches_damage(built, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--source", "nowhere:x", "--out", "D"], "error: --source nowhere:x: use eox"),
     (["--source", "eox", "--region", "atlantis", "--out", "D"], "error: area 'atlantis': unknown"),
-    (["--source", "iss-mini", "--years", "2021", "--out", "D"], "error: years [2021]: not served"),
+    (["--source", "iss-mini", "--years", "2021", "--out", "D"], "error: --years [2021]: not served"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     r = run("db", "build", *[str(tmp_path / "out") if a == "D" else a for a in args])
