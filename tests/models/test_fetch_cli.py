@@ -76,7 +76,7 @@ def test_fetch_http_error(server, cache):
 
 def test_fetch_offline_is_clear(cache):
     remote = RemoteWeights("http://127.0.0.1:9/earthloc.pth", f"weights-{DIGEST[:8]}.pth")  # discard port: refused
-    with pytest.raises(InputError, match="cannot download .*no internet\\?.*--checkpoint"):
+    with pytest.raises(InputError, match="cannot download .*no internet\\?.*pass it as checkpoint"):
         fetch(remote, progress=False)
 
 
