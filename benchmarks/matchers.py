@@ -21,9 +21,9 @@ from benchmarks._record import record
 from earthloc.config import data_dir
 from earthloc.refine.context import IssMiniContexts
 from earthloc.refine.homography import photo_frame, refine_candidate
-from earthloc.refine.iss_mini import load_iss_mini
 from earthloc.refine.matchers import MATCHERS, load_matcher
 from earthloc.refine.rerank import load_photo_rgb
+from earthloc.sources.iss_mini import IssMini
 
 PHOTO, RIGHT, WRONG = "ISS052-E-43456", 1, 6  # ranks in the worldwide list: a hit, a miss
 
@@ -37,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     root = data_dir() / "iss_mini"
-    loc = next(l for l in load_iss_mini(root) if l.photo.mrf == PHOTO)
+    loc = next(l for l in IssMini.open(root).localizations() if l.photo.mrf == PHOTO)
     provider = IssMiniContexts(root)
     frame = photo_frame(load_photo_rgb(loc.photo.path))
     pairs = [(loc.candidates[i], provider.context(loc.candidates[i])) for i in (RIGHT, WRONG)]

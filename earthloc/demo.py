@@ -25,18 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from rich.console import Console
+from rich.table import Table
 
 from earthloc import outputs
-from earthloc.config import data_dir
+from earthloc.db.build import build_db
+from earthloc.db.grid import places_covered
 from earthloc.errors import InputError
 from earthloc.geo.footprint import haversine_km
 from earthloc.geo.tiles import TileBlock
 from earthloc.geo.visibility import in_visible_disk
+from earthloc.index.store import Index
+from earthloc.locate import Locator
+from earthloc.models.registry import load_model
+from earthloc.pipeline import LocateOptions, localize
 from earthloc.records import Localization
+from earthloc.refine.features import build_store
+from earthloc.sources import iss_mini
+from earthloc.sources.iss_mini import IssMini
+from earthloc.sources.mosaic import MosaicSource
 
 MODEL = "lite0-gem"
-YEAR = 2018  # the iss_mini contexts are s2cloudless-2018
+YEAR = iss_mini.YEAR  # the contexts are s2cloudless-2018
 
 
 @dataclass(frozen=True)
@@ -81,9 +91,6 @@ class DemoReport:
 
 def demo_places(source, mosaics: Sequence | None = None) -> list[TileBlock]:
     """4x4 places (stride 2) fully inside some context at that context's own zoom."""
-    from earthloc.db.grid import places_covered
-    from earthloc.sources.mosaic import MosaicSource
-
     found: set[TileBlock] = set()
     for m in mosaics if mosaics is not None else source.mosaics:
         found |= set(places_covered(MosaicSource([m]), zooms=[m.zoom], years=[m.year]))
@@ -113,8 +120,6 @@ def _in_box(lat: float, lon: float, tiles: Sequence[str]) -> np.ndarray:
 
 def build_or_open_index(db_dir: Path, index_dir: Path, model, progress: bool = True):
     """The demo index: reused when it matches the model and the DB, else (re)built. Returns (index, rebuilt)."""
-    from earthloc.index.store import Index
-
     if (index_dir / "index.json").is_file():
         try:
             return Index.open(index_dir, model=model, db_dir=db_dir), False
@@ -149,25 +154,15 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
     retrieval candidates in the DB (a reduced demo, for tests). ``verify``: verify the top 50 candidates,
     re-rank, refine the answer (:mod:`earthloc.refine.verify`; the DB images' features are stored
     beside the index once)."""
-    from earthloc.db.build import build_db
-    from earthloc.locate import Locator
-    from earthloc.models.registry import load_model
-    from earthloc.photos import load_photos
-    from earthloc.pipeline import LocateOptions, localize
-    from earthloc.sources.mosaic import MosaicSource
-
-    root = (shared or data_dir()) / "iss_mini"
-    if not (root / "queries.csv").is_file():
-        raise InputError(root, "iss_mini not found (set EARTHLOC_SHARED to the folder holding data/iss_mini)")
+    iss = IssMini.open(shared)
     out_dir = Path(out_dir)
-    source = MosaicSource.from_iss_mini(root)
-    photos = load_photos(root / "queries.csv", root / "queries")
+    source = iss.source()
+    photos = iss.photos()
     mosaics = None
     if mrfs is not None:
         photos = [p for p in photos if p.mrf in set(mrfs)]
-        cands = pd.read_csv(root / "candidates.csv")
-        files = set(cands[cands.mrf.isin(list(mrfs))].context_file.dropna())
-        mosaics = [m for m in source.mosaics if f"contexts/{m.path.name}" in files]
+        files = {iss.root / c.context_file for c in iss.candidates() if c.mrf in set(mrfs) and c.context_file}
+        mosaics = [m for m in source.mosaics if m.path in files]
     covered = demo_places(source, mosaics)
     places = visible_places(covered, photos)
     say = print if progress else (lambda *a, **k: None)
@@ -178,8 +173,6 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
     model = load_model(MODEL)
     index, rebuilt = build_or_open_index(out_dir / "db", out_dir / "index", model, progress)
     if verify:
-        from earthloc.refine.features import build_store
-
         build_store(out_dir / "index", (out_dir / "db").resolve(), progress=progress)
     progress_file = out_dir / "localizations.jsonl"
     if rebuilt:
@@ -195,8 +188,6 @@ def run_demo(out_dir: Path = Path("out/demo"), shared: Path | None = None, mrfs:
 
 def print_report(report: DemoReport) -> None:
     """The demo table and summary, on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
 
     t = Table(title=f"earthloc demo: {len(report.rows)} ISS photos vs {report.n_db} DB images ({MODEL}, zero-shot)")
     cols = ("photo", "true centre", "best candidate", "rot", "distance km", "rank-1 hit", "first hit", "verified",

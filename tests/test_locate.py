@@ -33,11 +33,11 @@ def setup(shared_data, tmp_path_factory):
     from earthloc.demo import demo_places
     from earthloc.models.registry import load_model
     from earthloc.photos import load_photos
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     root = shared_data / "iss_mini"
     tmp = tmp_path_factory.mktemp("locate")
-    source = MosaicSource.from_iss_mini(root)
+    source = IssMini.open(root).source()
     mosaics = [m for m in source.mosaics if m.path.stem in CONTEXTS]
     assert len(mosaics) == 3
     build_db(source, demo_places(source, mosaics), [2018], tmp / "db", workers=2, progress=False)

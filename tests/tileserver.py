@@ -57,9 +57,9 @@ class RepeatingTiles:
     """
 
     def __init__(self, mini=None, context: str = "12_1164_2526"):
-        from earthloc.sources.mosaic import MosaicSource
+        from earthloc.sources.iss_mini import IssMini
 
-        self.mini = mini or MosaicSource.from_iss_mini()
+        self.mini = mini or IssMini.open().source()
         self.m = next(m for m in self.mini.mosaics if m.path.stem == context)
         self.years = (self.m.year,)
 
@@ -91,9 +91,9 @@ class TileServer:
     def __init__(self, source=None, fmt: str = "jpeg", quality: int = 90, latency_s: float = 0.0,
                  faults: Faults | None = None, port: int = 0):
         if source is None:
-            from earthloc.sources.mosaic import MosaicSource
+            from earthloc.sources.iss_mini import IssMini
 
-            source = MosaicSource.from_iss_mini()
+            source = IssMini.open().source()
         self.source, self.fmt, self.quality, self.latency_s = source, fmt, quality, latency_s
         self.faults = faults or Faults()
         self._rng = random.Random(self.faults.seed)

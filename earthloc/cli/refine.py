@@ -17,13 +17,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(refine_app, name="refine")
 
 
-def _iss_mini(data: Path | None) -> Path:
-    from earthloc.config import data_dir
+def _iss_mini(data: Path | None):
+    """The iss_mini dataset of ``--data`` (an iss_mini folder; default: the shared one), with its candidates table."""
+    from earthloc.sources.iss_mini import IssMini
 
-    root = Path(data) if data else data_dir() / "iss_mini"
-    if not (root / "candidates.csv").is_file():
-        raise InputError(root, "not an iss_mini folder (no candidates.csv)")
-    return root
+    iss = IssMini.open(data)
+    if not iss.candidates_csv.is_file():
+        raise InputError(iss.root, "not an iss_mini folder (no candidates.csv)")
+    return iss
 
 
 def _threads(threads: int) -> None:
@@ -47,12 +48,11 @@ def run_cmd(
 
     from earthloc.refine.context import IssMiniContexts
     from earthloc.refine.evaluate import run
-    from earthloc.refine.iss_mini import load_iss_mini
     from earthloc.refine.matchers import load_matcher
 
     _threads(threads)
-    root = _iss_mini(data)
-    locs = load_iss_mini(root)
+    iss = _iss_mini(data)
+    locs = iss.localizations()
     if photos:
         wanted = set(photos.split(","))
         missing = wanted - {l.photo.mrf for l in locs}
@@ -61,16 +61,15 @@ def run_cmd(
         locs = [l for l in locs if l.photo.mrf in wanted]
     locs = locs[:limit] if limit else locs
     m = load_matcher(matcher)
-    recs = run(locs, IssMiniContexts(root), m, out, iterations=iterations,
+    recs = run(locs, IssMiniContexts(iss.root), m, out, iterations=iterations,
                progress=lambda xs: track(xs, description=f"refine {matcher}"))
     typer.echo(f"{len(recs)} photos in {out}", err=True)
 
 
 def _outcomes(runs: list[Path], data: Path | None):
     from earthloc.refine.evaluate import outcomes, read_run
-    from earthloc.refine.iss_mini import load_iss_mini
 
-    locs = load_iss_mini(_iss_mini(data))
+    locs = _iss_mini(data).localizations()
     res = {}
     for path in runs:
         if not path.is_file():
@@ -94,16 +93,15 @@ def nadir_filter(loc) -> list[bool]:
 def _figure(run_file: Path, mrf: str, out: Path, data: Path | None) -> None:
     from earthloc.refine.context import IssMiniContexts
     from earthloc.refine.evaluate import read_run
-    from earthloc.refine.iss_mini import load_iss_mini
     from earthloc.refine.run_report import figure
 
-    root = _iss_mini(data)
+    iss = _iss_mini(data)
     rec = next((r for r in read_run(run_file) if r["mrf"] == mrf), None)
-    loc = next((l for l in load_iss_mini(root) if l.photo.mrf == mrf), None)
+    loc = next((l for l in iss.localizations() if l.photo.mrf == mrf), None)
     if rec is None or loc is None:
         raise InputError("--figure-photo", f"{mrf} is not in {run_file}")
     try:
-        figure(loc, rec, IssMiniContexts(root), out)
+        figure(loc, rec, IssMiniContexts(iss.root), out)
     except ValueError as err:
         raise InputError("--figure-photo", str(err)) from None
 
@@ -160,14 +158,13 @@ def verify_run_cmd(
     from rich.progress import track
 
     from earthloc.eval.verification import verify_run
-    from earthloc.photos import load_photos
     from earthloc.pipeline import open_locator
     from earthloc.refine.verify import Verifier
 
-    root = _iss_mini(data)
+    iss = _iss_mini(data)
     locator = open_locator(index)
     verifier = Verifier.open(locator.index.db_dir, locator.index.path, top_k)
-    recs = verify_run(locator, verifier, load_photos(root / "queries.csv", root / "queries"), out,
+    recs = verify_run(locator, verifier, iss.photos(), out,
                       progress=lambda xs: track(xs, description="verify"))
     n = len(recs)
     typer.echo(f"{n} photos: retrieval rank-1 {sum(r['retrieval_first_hit'] == 1 for r in recs)}, verified rank-1 "

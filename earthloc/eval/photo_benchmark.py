@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from earthloc.config import data_dir as default_data_dir
 from earthloc.db.build import build_db
 from earthloc.errors import InputError
 from earthloc.eval import baselines
@@ -35,7 +34,7 @@ from earthloc.index.store import Index
 from earthloc.locate import Locator
 from earthloc.models.registry import load_model
 from earthloc.records import Photo
-from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.iss_mini import IssMini, read_candidates
 
 RULES = ("centre", "footprint")
 NS = (1, 5, 10, 20, 100)
@@ -195,18 +194,12 @@ def reference_lists(candidates_csv: Path) -> tuple[dict[str, list[TileBlock]], d
     Rows with unknown bounds (``bounds_known`` = 0: the unreferenced PNG candidates) cannot be scored;
     an mrf with no scorable row is returned in the second dict with the reason.
     """
-    try:
-        df = pd.read_csv(candidates_csv)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(candidates_csv, f"unreadable candidates CSV ({err})") from None
-    need = {"mrf", "rank", "zoom", "tile_row", "tile_col"}
-    if missing := need - set(df.columns):
-        raise InputError(candidates_csv, f"missing columns {sorted(missing)}")
-    known = df["bounds_known"].fillna(1).astype(int) == 1 if "bounds_known" in df else pd.Series(True, df.index)
+    rows = sorted(read_candidates(candidates_csv), key=lambda c: (c.mrf, c.rank))
     lists: dict[str, list[TileBlock]] = {}
-    for mrf, g in df[known].sort_values(["mrf", "rank"]).groupby("mrf", sort=False):
-        lists[mrf] = [TileBlock(int(z), int(r), int(c)) for z, r, c in zip(g["zoom"], g["tile_row"], g["tile_col"])]
-    unknown = {m: "candidate bounds unknown" for m in df.loc[~known, "mrf"].unique() if m not in lists}
+    for c in rows:
+        if c.tile is not None:
+            lists.setdefault(c.mrf, []).append(c.tile)
+    unknown = {c.mrf: "candidate bounds unknown" for c in rows if not c.bounds_known and c.mrf not in lists}
     return lists, unknown
 
 
@@ -319,12 +312,12 @@ def iss_mini_places(iss_mini_dir: Path, offsets: Sequence[int] = (-2, 0, 2)) -> 
     """The places of the iss_mini benchmark DB: every candidate block that has a context image (the
     true places of the photos *and* the worldwide search's hard negatives: other lakes, coasts...),
     plus its stride-2 neighbours (``offsets`` in tiles), all inside the 12x12 context, so covered."""
-    ctx = pd.read_csv(Path(iss_mini_dir) / "contexts.csv")
     out: set[TileBlock] = set()
-    for z, r0, c0 in ctx[["zoom", "tile_row0", "tile_col0"]].itertuples(index=False):
+    for ctx in IssMini.open(iss_mini_dir).contexts():
+        b = ctx.block
         for dr in offsets:
             for dc in offsets:
-                out.add(TileBlock(int(z), int(r0) + 4 + dr, int(c0) + 4 + dc))
+                out.add(TileBlock(b.zoom, b.row + 4 + dr, b.col + 4 + dc))
     return sorted(out)
 
 
@@ -333,11 +326,11 @@ def prepare_iss_mini(out_dir: Path, model_name: str = "lite0-gem", data_dir: Pat
     """Build (or resume) the iss_mini benchmark DB under ``out_dir/db`` from the real contexts
     (:class:`~earthloc.sources.mosaic.MosaicSource`, year 2018) and its index for ``model_name`` under
     ``out_dir/index-<model>``. Returns ``(db_dir, index_dir)``; both builds resume."""
-    iss = Path(data_dir or default_data_dir()) / "iss_mini"
+    iss = IssMini.open(data_dir)
     out_dir = Path(out_dir)
     db_dir, index_dir = out_dir / "db", out_dir / f"index-{model_name}"
-    source = MosaicSource.from_iss_mini(iss)
-    build_db(source, iss_mini_places(iss), list(source.years), db_dir, workers=workers, progress=progress)
+    source = iss.source()
+    build_db(source, iss_mini_places(iss.root), list(source.years), db_dir, workers=workers, progress=progress)
     if not (index_dir / "index.json").is_file():
         Index.build(db_dir, load_model(model_name), index_dir, rotations="query", progress=progress)
     return db_dir, index_dir

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.records import Candidate
+from earthloc.sources.iss_mini import IssMini
 
 
 @dataclass(frozen=True)
@@ -40,20 +40,20 @@ class ContextProvider(Protocol):
 
 
 class IssMiniContexts:
-    """Contexts from ``iss_mini/contexts.csv``: one 12x12 block per candidate tile name (zoom-exact bounds)."""
+    """Contexts from ``iss_mini/contexts.csv``: one 12x12 block per candidate tile name (zoom-exact bounds).
+
+    ``iss_mini_dir``: the iss_mini folder or the data folder holding it (:meth:`IssMini.open`).
+    """
 
     def __init__(self, iss_mini_dir: Path):
-        self.root = Path(iss_mini_dir)
-        table = self.root / "contexts.csv"
-        if not table.is_file():
-            raise InputError(table, "no contexts.csv here (expected an iss_mini folder)")
-        df = pd.read_csv(table, dtype={"candidate_tile": str})
-        self._rows = {r.candidate_tile: r for r in df.itertuples(index=False)}
+        iss = IssMini.open(iss_mini_dir)
+        self.root = iss.root
+        self._rows = {c.candidate_tile: c for c in iss.contexts()}
 
     def block_of(self, tile_name: str) -> TileBlock | None:
         """The 12x12 block of the context stored for candidate ``tile_name`` (``ZZ_RRRR_CCCC``), if any."""
         r = self._rows.get(tile_name)
-        return None if r is None else TileBlock(int(r.zoom), int(r.tile_row0), int(r.tile_col0), int(r.tiles_per_side))
+        return None if r is None else r.block
 
     def context(self, candidate: Candidate) -> Context | None:
         # The CSV spells names with 4-5 digits; TileBlock.name pads to 4, the same spelling.
@@ -62,7 +62,7 @@ class IssMiniContexts:
             return None
         if block != candidate.tile.surrounding():
             raise InputError(f"context {candidate.tile.name}", f"stored block {block} is not the 12x12 surrounding")
-        return Context(_load_rgb(self.root / self._rows[candidate.tile.name].file), block)
+        return Context(_load_rgb(self._rows[candidate.tile.name].path), block)
 
 
 CONTEXT_PX = 1536  # EarthMatch's surroundings: 12 tiles at 128 px (3072-px mosaic halved)

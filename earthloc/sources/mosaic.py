@@ -20,10 +20,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
 
-from earthloc.config import data_dir
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TILE_PX
 from earthloc.sources.base import DecodedImages
@@ -73,7 +71,7 @@ def _resample_for(box: tuple[float, float, float, float]) -> Image.Resampling:
 class MosaicSource:
     """A :class:`~earthloc.sources.base.TileSource` over local Web-Mercator mosaics.
 
-    >>> src = MosaicSource.from_iss_mini()
+    >>> src = IssMini.open().source()  # earthloc.sources.iss_mini: every iss_mini context
     >>> src.tile(13, 4100, 3000, 2018)  # doctest: +SKIP
     """
 
@@ -82,28 +80,6 @@ class MosaicSource:
             raise InputError("MosaicSource", "no mosaics given")
         self.mosaics = tuple(mosaics)
         self._images = DecodedImages(cache_images, "mosaic image")
-
-    @classmethod
-    def from_iss_mini(cls, root: str | Path | None = None) -> MosaicSource:
-        """All contexts listed in ``<root>/iss_mini/contexts.csv`` (``root`` defaults to the shared data dir).
-
-        ``root`` may also be the ``iss_mini`` folder itself.
-        """
-        root = Path(root) if root is not None else data_dir()
-        folder = root if (root / "contexts.csv").is_file() else root / "iss_mini"
-        csv = folder / "contexts.csv"
-        if not csv.is_file():
-            raise InputError(csv, "not found (expected the iss_mini contexts table)")
-        df = pd.read_csv(csv)
-        need = {"file", "zoom", "tile_row0", "tile_col0", "tiles_per_side", "width_px", "height_px", "year"}
-        if missing := need - set(df.columns):
-            raise InputError(csv, f"missing columns {sorted(missing)}")
-        mosaics = [
-            Mosaic(folder / r.file, int(r.zoom), int(r.tile_row0), int(r.tile_col0), int(r.tiles_per_side),
-                   int(r.width_px), int(r.height_px), int(r.year))
-            for r in df.itertuples(index=False)
-        ]
-        return cls(mosaics)
 
     @property
     def years(self) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from earthloc.errors import InputError
-from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.official_folder import OfficialSource
 from earthloc.sources.raster import RasterSource
 from earthloc.sources.wmts import EOX_URL, WmtsSource
@@ -55,7 +55,7 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
             paths[int(y)] = Path(p)
         return RasterSource(paths)
     if kind in ("iss-mini", "iss_mini"):
-        return MosaicSource.from_iss_mini(Path(arg) if arg else None)
+        return IssMini.open(Path(arg) if arg else None).source()
     if kind == "official" and arg or Path(spec).is_dir():
         return OfficialSource(Path(arg if kind == "official" else spec))
     raise InputError(f"source {spec}", "use eox, wmts:URL, raster:YEAR=PATH,..., iss-mini[:DIR], official:DIR, stac:URL")

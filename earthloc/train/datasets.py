@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import rasterio
 from PIL import Image
 from rasterio.transform import from_bounds
@@ -33,7 +32,7 @@ from earthloc.db.build import build_db
 from earthloc.db.grid import places, places_covered
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.raster import RasterSource
 from earthloc.train.loss import neutral_mask
 
@@ -119,7 +118,7 @@ def make_source(name: str, root: Path, gpredict_dir: Path | None = None):
         files = sorted((root / "multiyear" / "naip_north_dakota").glob("*.tif"))
         return RasterSource({int(f.stem.rsplit("_", 1)[1][:4]): f for f in files}, bands=(1, 2, 3))
     if name == "iss_mini":
-        return MosaicSource.from_iss_mini(root)
+        return IssMini.open(root).source()
     raise InputError(name, f"unknown training source; known: {', '.join(RECIPES)}")
 
 
@@ -129,8 +128,7 @@ def recipe_places(name: str, source, root: Path) -> list[TileBlock]:
         return places(RECIPES[name].zooms)  # land, |lat| <= 60
     if name == "iss_mini":
         # The candidate block at the centre of every context: fully covered, at the context's own zoom.
-        df = pd.read_csv(root / "iss_mini" / "contexts.csv")
-        return sorted({TileBlock.from_name(t) for t in df["candidate_tile"]})
+        return sorted({TileBlock.from_name(c.candidate_tile) for c in IssMini.open(root).contexts()})
     return places_covered(source, RECIPES[name].zooms)
 
 

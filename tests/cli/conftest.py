@@ -15,10 +15,10 @@ def small_index(shared_data, tmp_path_factory) -> Path:
     from earthloc.demo import demo_places
     from earthloc.index.store import Index
     from earthloc.models.registry import load_model
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     tmp = tmp_path_factory.mktemp("cli_index")
-    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    source = IssMini.open(shared_data / "iss_mini").source()
     mosaics = [m for m in source.mosaics if m.path.stem == "10_0406_0630"]
     build_db(source, demo_places(source, mosaics), [2018], tmp / "db", workers=2, progress=False)
     Index.build(tmp / "db", load_model("lite0-gem"), tmp / "index", progress=False)

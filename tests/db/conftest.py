@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.mosaic import MosaicSource
 
 
 @pytest.fixture(scope="session")
 def mini(shared_data) -> MosaicSource:
-    return MosaicSource.from_iss_mini(shared_data)
+    return IssMini.open(shared_data).source()

@@ -16,7 +16,7 @@ from tileserver import Faults, TileServer
 from earthloc.db import manifest
 from earthloc.db.build import build_db
 from earthloc.geo.tiles import TileBlock
-from earthloc.sources.mosaic import MosaicSource
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.wmts import WmtsSource
 
 EXE = str(Path(sys.executable).parent / "earthloc")
@@ -110,7 +110,7 @@ def test_resume_after_sigkill_refetches_almost_nothing(shared_data, tmp_path):
     blocks = [TileBlock(12, int(ctx.tile_row0) + r, int(ctx.tile_col0) + c) for r in range(0, 9, 2) for c in range(0, 9, 2)]
     (tmp_path / "places.txt").write_text("".join(b.name + "\n" for b in blocks))
     needed = {(2018, t.z, t.x, t.y) for b in blocks for t in b.tiles()}
-    mini = MosaicSource.from_iss_mini(shared_data)
+    mini = IssMini.open(shared_data).source()
     with TileServer(mini, latency_s=0.03) as server:
         cmd = [EXE, "db", "build", "--source", "wmts:" + server.template, "--years", "2018", "--places",
                tmp_path / "places.txt", "--out", tmp_path / "db", "--tile-cache", tmp_path / "cache",

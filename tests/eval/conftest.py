@@ -1,7 +1,7 @@
 """Fixtures for the evaluation tests, built with our own tools from real data in ``../shared/data``.
 
 ``official_dataset``: a small dataset in the official layout, in a tmp dir:
-* ``database/``: DB images cut by our DB builder (``build_db`` over ``MosaicSource.from_iss_mini``: real
+* ``database/``: DB images cut by our DB builder (``build_db`` over ``IssMini.open().source()``: real
   Sentinel-2 cloudless 2018 contexts) at zooms 9/10, around the footprints of real ISS photos;
 * ``queries/``: the real ISS photos of iss_mini whose date is known, written under official EarthLoc
   photo names (``PhotoName``: their footprint corners, MRF, date, nadir, area, orientation).
@@ -52,10 +52,10 @@ def official_dataset(tmp_path_factory, shared_data: Path, iss_queries: pd.DataFr
 
     from earthloc.db.build import build_db
     from earthloc.geo.names import PhotoName
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     root = tmp_path_factory.mktemp("official")
-    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    source = IssMini.open(shared_data / "iss_mini").source()
     rows = iss_queries.set_index("mrf").loc[list(OFFICIAL_PHOTOS)]
     places: list[TileBlock] = []
     (root / "queries").mkdir()

@@ -25,9 +25,9 @@ def test_index_build_and_locate_with_earthloc2(shared_data, tmp_path):
     from earthloc.db.build import build_db
     from earthloc.demo import demo_places
     from earthloc.models.registry import load_model
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
-    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    source = IssMini.open(shared_data / "iss_mini").source()
     [mosaic] = [m for m in source.mosaics if m.path.stem == CONTEXT]
     build_db(source, demo_places(source, [mosaic])[:3], [2018], tmp_path / "db", workers=1, progress=False)
     torch.manual_seed(0)

@@ -30,9 +30,9 @@ def ray_here():
 def db(shared_data, tmp_path_factory):
     from earthloc.db.build import build_db
     from earthloc.demo import demo_places
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
-    source = MosaicSource.from_iss_mini(shared_data / "iss_mini")
+    source = IssMini.open(shared_data / "iss_mini").source()
     mosaic = next(m for m in source.mosaics if m.path.stem == CONTEXT)
     out = tmp_path_factory.mktemp("raydb") / "db"
     build_db(source, demo_places(source, [mosaic]), [2018], out, workers=2, progress=False)

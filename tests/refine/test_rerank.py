@@ -86,11 +86,11 @@ def test_context_providers_paste_the_same_imagery(iss_mini, contexts_table, tmp_
     tile = TileBlock(12, 1164, 2526)
     from earthloc.db.build import build_db
     from earthloc.refine.context import DbContexts, IssMiniContexts, SourceContexts
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     stored, _ = load_context(iss_mini, contexts_table, "12_1164_2526")
     cand = Candidate(tile, 2018, 0, 0.0, Footprint.from_bounds(*tile.bounds))
-    source = MosaicSource.from_iss_mini(iss_mini)
+    source = IssMini.open(iss_mini).source()
     places = [TileBlock(12, 1164 + dr, 2526 + dc) for dr in (-4, 0, 4) for dc in (-4, 0, 4)]
     build_db(source, places, [2018], tmp_path / "db", workers=2, progress=False)
     for provider in (IssMiniContexts(iss_mini), SourceContexts(source), DbContexts(tmp_path / "db")):

@@ -32,11 +32,11 @@ def db(iss_mini, tmp_path_factory):
     from earthloc.db.build import build_db
     from earthloc.index.store import Index
     from earthloc.models.registry import load_model
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     tmp = tmp_path_factory.mktemp("verify")
     near = [TileBlock(14, TRUE_TILE.row + dr, TRUE_TILE.col + dc) for dr in (-4, 0, 4) for dc in (-4, 0, 4)]
-    build_db(MosaicSource.from_iss_mini(iss_mini), near + ELSEWHERE, [2018], tmp / "db", workers=2, progress=False)
+    build_db(IssMini.open(iss_mini).source(), near + ELSEWHERE, [2018], tmp / "db", workers=2, progress=False)
     Index.build(tmp / "db", load_model("lite0-gem"), tmp / "ix", progress=False)
     return tmp
 

@@ -33,11 +33,11 @@ def small_index(shared_data, tmp_path_factory) -> SmallIndex:
     from earthloc.index.store import Index
     from earthloc.models.registry import load_model
     from earthloc.photos import load_photos
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     root = shared_data / "iss_mini"
     tmp = tmp_path_factory.mktemp("service")
-    source = MosaicSource.from_iss_mini(root)
+    source = IssMini.open(root).source()
     mosaics = [m for m in source.mosaics if m.path.stem == CONTEXT]
     build_db(source, demo_places(source, mosaics), [2018], tmp / "db", workers=2, progress=False)
     Index.build(tmp / "db", load_model("lite0-gem"), tmp / "index", progress=False)

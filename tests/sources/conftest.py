@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.mosaic import MosaicSource
 
 CONTEXT = "12_1164_2526"  # a 1536-px (128 px per tile) z12 context that no other context overlaps
@@ -14,7 +15,7 @@ CONTEXT = "12_1164_2526"  # a 1536-px (128 px per tile) z12 context that no othe
 
 @pytest.fixture(scope="session")
 def mini(shared_data) -> MosaicSource:
-    return MosaicSource.from_iss_mini(shared_data)
+    return IssMini.open(shared_data).source()
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,12 @@ from earthloc.geo.tiles import TileBlock
 def iss_db(shared_data, tmp_path_factory) -> Path:
     """A single-year (2018) DB of 16 iss_mini candidate places, built from the real contexts."""
     from earthloc.db.build import build_db
-    from earthloc.sources.mosaic import MosaicSource
+    from earthloc.sources.iss_mini import IssMini
 
     df = pd.read_csv(shared_data / "iss_mini" / "contexts.csv")
     places = sorted({TileBlock.from_name(t) for t in df["candidate_tile"]})[:16]
     out = tmp_path_factory.mktemp("iss_db")
-    build_db(MosaicSource.from_iss_mini(shared_data), places, [2018], out, workers=2, progress=False)
+    build_db(IssMini.open(shared_data).source(), places, [2018], out, workers=2, progress=False)
     return out
 
 
