@@ -141,7 +141,7 @@ class HostGate:
 
 def _alive_nodes() -> set[str]:
     """Ids of the cluster's live nodes (called inside the gate actor)."""
-    import ray
+    import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
     return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
 
@@ -154,13 +154,13 @@ class RayHostLimits:
 
     @staticmethod
     def _node() -> str:
-        import ray
+        import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
         return ray.get_runtime_context().get_node_id()
 
     @contextmanager
     def request(self, host: str) -> Iterator[None]:
-        import ray
+        import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
         lease, delay = ray.get(self.gate.acquire.remote(host, self._node()))
         try:
@@ -175,7 +175,7 @@ class RayHostLimits:
 
     @contextmanager
     def fetching(self, url: str) -> Iterator[None]:
-        import ray
+        import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
         ray.get(self.gate.claim.remote(url, self._node()))
         try:
@@ -260,11 +260,11 @@ def build_db_on_ray(
     resubmitted = 0
     bar = tqdm(total=len(state.plan), initial=len(state.plan) - len(state.todo), unit="img", desc="db build on ray",
                disable=not progress)
-    from earthloc.models.encoders import ray_session  # the one Ray session helper (imports torch: driver only)
+    from earthloc.models.encoders import ray_session  # noqa: PLC0415  torch: driver only
 
     try:
         with ray_session(address, cpus_per_task) as ray:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415  Ray
 
             here = ray.get_runtime_context().get_node_id()  # the gate lives and dies with the driver's node
             gate = ray.remote(HostGate).options(

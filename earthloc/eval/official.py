@@ -23,15 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
+import pandas as pd
 
 from earthloc.db.manifest import load as load_manifest
 from earthloc.errors import InputError
 from earthloc.eval import protocol
-from earthloc.geo import visibility
 from earthloc.geo.areas import TEST_AREAS
 from earthloc.index.formats import ROTATIONS, RotationMode
+from earthloc.index.identity import ModelIdentity
+from earthloc.index.store import Index
+from earthloc.locate import disk_mask
 from earthloc.models.encode import encode
 from earthloc.models.registry import model_spec
 from earthloc.photos import load_photos
@@ -51,36 +53,35 @@ class Ranking:
         return int(self.rows.shape[1])
 
 
-def _pad(rows: np.ndarray, scores: np.ndarray, rots: np.ndarray, k: int) -> Ranking:
-    """Pad ``(Q, k')`` arrays to ``(Q, k)`` with empty slots."""
-    q, have = rows.shape
-    if have < k:
-        rows = np.concatenate([rows, np.full((q, k - have), -1, np.int64)], axis=1)
-        scores = np.concatenate([scores, np.full((q, k - have), -np.inf, np.float32)], axis=1)
-        rots = np.concatenate([rots, np.zeros((q, k - have), np.int64)], axis=1)
-    return Ranking(rows.astype(np.int64), scores.astype(np.float32), rots.astype(np.int64))
+def search_index(vectors: np.ndarray, lat: np.ndarray | None = None, lon: np.ndarray | None = None) -> Index:
+    """An in-memory exact (fp32) :class:`~earthloc.index.store.Index` over descriptors ``vectors`` (M, D)
+    whose DB images are centred at ``lat``/``lon`` (M,) degrees (default 0, 0): the search ``Locator`` runs.
+    The index keeps its rows in geo-cell order; its manifest column ``pos`` is each row's position in ``vectors``."""
+    m, d = vectors.shape
+    frame = pd.DataFrame({"tile": [f"v{i}" for i in range(m)], "year": 0, "sha256": "",
+                          "centre_lat": np.zeros(m) if lat is None else np.asarray(lat, np.float64),
+                          "centre_lon": np.zeros(m) if lon is None else np.asarray(lon, np.float64),
+                          "pos": np.arange(m)})
+    identity = ModelIdentity("descriptors", None, d, 0, "given descriptors")
+    return Index.from_vectors(vectors[:, None, :], frame, identity, RotationMode.QUERY, "fp32")
 
 
-def _l2_search(vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
-    """Exact L2 kNN (faiss ``IndexFlatL2``, as the official code). ``allowed``: optional ``(Q, M)`` bool
-    mask of searchable vectors per query. Returns (squared distances, ids), ``(Q, k)``, id -1 = none."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    index = faiss.IndexFlatL2(vectors.shape[1])
-    index.add(vectors)
-    k_eff = max(1, min(k, len(vectors)))
-    if allowed is None:
-        dist, ids = index.search(queries, k_eff)
-    else:
-        dist = np.full((len(queries), k_eff), np.inf, np.float32)
-        ids = np.full((len(queries), k_eff), -1, np.int64)
-        for i, ok in enumerate(allowed):
-            sel_ids = np.flatnonzero(ok).astype(np.int64)
-            if len(sel_ids) == 0:
-                continue
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(sel_ids))
-            dist[i : i + 1], ids[i : i + 1] = index.search(queries[i : i + 1], k_eff, params=params)
-    return dist, ids
+def _ranked(index: Index, queries: np.ndarray, k: int, query_rotations: Sequence[int],
+            allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Index.search`` of ``queries`` (Q, R, D) as ``(Q, k)`` arrays: positions in the index's input
+    vectors (-1: empty slot), cosine scores (-inf when empty), rotation to apply to the DB image.
+    ``allowed``: optional (Q, M) bool over input positions."""
+    pos_of = index.manifest["pos"].to_numpy()
+    mask = None if allowed is None else np.asarray(allowed, dtype=bool)[:, pos_of]
+    hits = index.search(queries, k, mask=mask, query_rotations=query_rotations)
+    q = len(queries)
+    rows = np.full((q, k), -1, np.int64)
+    scores = np.full((q, k), -np.inf, np.float32)
+    rots = np.zeros((q, k), np.int64)
+    for i, found in enumerate(hits):
+        for j, h in enumerate(found):
+            rows[i, j], scores[i, j], rots[i, j] = pos_of[h.row], h.score, h.rotation_deg
+    return rows, scores, rots
 
 
 def rank_db_rotated(
@@ -92,7 +93,8 @@ def rank_db_rotated(
 ) -> Ranking:
     """Official mode: search unrotated queries ``(Q, D)`` in the ``R``-times rotated DB ``(N, R, D)``.
 
-    The ``N*R`` vectors are searched together with exact L2; slot j holds DB row ``id // R`` and
+    The ``N*R`` vectors are searched together, exactly (:meth:`Index.search`, one vector per index row;
+    for unit vectors the order of exact L2, the official code's); slot j holds DB row ``id // R`` and
     rotation ``rotations[id % R]``. Duplicates of one DB image across rotations are *kept*, as the
     official code keeps them. ``allowed``: optional ``(Q, N)`` bool mask of DB rows each query may see.
     """
@@ -100,12 +102,12 @@ def rank_db_rotated(
     if queries.ndim == 3:  # (Q, 1, D) from encode(..., rotations=(0,))
         queries = queries[:, 0]
     flat_allowed = None if allowed is None else np.repeat(np.asarray(allowed, bool), r, axis=1)
-    dist, ids = _l2_search(db.reshape(n * r, d), queries, k, flat_allowed)
+    ids, scores, _ = _ranked(search_index(np.asarray(db, np.float32).reshape(n * r, d)),
+                             np.asarray(queries, np.float32)[:, None, :], k, (0,), flat_allowed)
     valid = ids >= 0
     rows = np.where(valid, ids // r, -1)
     rots = np.where(valid, np.asarray(rotations)[np.where(valid, ids % r, 0)], 0)
-    scores = np.where(valid, 1.0 - dist / 2.0, -np.inf)  # unit vectors: |a-b|^2 = 2 - 2 cos
-    return _pad(rows, scores, rots, k)
+    return Ranking(rows, scores, rots)
 
 
 def rank_query_rotated(
@@ -117,39 +119,14 @@ def rank_query_rotated(
 ) -> Ranking:
     """Merged mode: queries ``(Q, R, D)`` encoded at ``R`` rotations, DB ``(N, D)`` (or ``(N, 1, D)``) once.
 
-    A DB row's score is its best over the query rotations; each row appears at most once. Exact: the
-    top-k of the merged list is contained in the union of the per-rotation top-k lists. A query rotated
+    A DB row's score is its best over the query rotations; each row appears at most once (exact:
+    :meth:`Index.search`, the locator's search). A query rotated
     counter-clockwise by ``a`` matches the DB image rotated by ``-a``, so ``rotation_deg = (360 - a) % 360``.
     """
     if db.ndim == 3:
         db = db[:, 0]
-    q, r, _ = queries.shape
-    per_rot = [_l2_search(db, queries[:, j], k, allowed) for j in range(r)]
-    dist = np.concatenate([p[0] for p in per_rot], axis=1)
-    ids = np.concatenate([p[1] for p in per_rot], axis=1)
-    rot_of = np.repeat([(360 - a) % 360 for a in rotations], per_rot[0][1].shape[1])
-    out_rows, out_scores, out_rots = [], [], []
-    for i in range(q):
-        order = np.argsort(dist[i], kind="stable")
-        seen: set[int] = set()
-        rows, scores, rots = [], [], []
-        for j in order:
-            row = int(ids[i, j])
-            if row < 0 or row in seen:
-                continue
-            seen.add(row)
-            rows.append(row)
-            scores.append(1.0 - dist[i, j] / 2.0)
-            rots.append(rot_of[j])
-            if len(rows) == k:
-                break
-        pad = k - len(rows)
-        out_rows.append(rows + [-1] * pad)
-        out_scores.append(scores + [-np.inf] * pad)
-        out_rots.append(rots + [0] * pad)
-    shape = (q, k)
-    return Ranking(np.array(out_rows, np.int64).reshape(shape), np.array(out_scores, np.float32).reshape(shape),
-                   np.array(out_rots, np.int64).reshape(shape))
+    return Ranking(*_ranked(search_index(np.asarray(db, np.float32)), np.asarray(queries, np.float32), k,
+                            tuple(rotations), allowed))
 
 
 def dedupe(ranking: Ranking) -> Ranking:
@@ -293,11 +270,16 @@ def evaluate_areas(
 
 
 def _visible_masks(photos: Sequence, db_frame, db_rows: np.ndarray) -> np.ndarray:
-    """(Q, len(db_rows)) bool: area DB images whose centre lies in each photo's visible disk."""
+    """(Q, len(db_rows)) bool: area DB images whose centre lies in each photo's visible disk
+    (:func:`earthloc.locate.disk_mask`, the locator's visible area)."""
     lat = db_frame["centre_lat"].to_numpy()[db_rows]
     lon = db_frame["centre_lon"].to_numpy()[db_rows]
-    return np.array([visibility.in_visible_disk(p.nadir, p.altitude_km, lat, lon) for p in photos],
-                    dtype=bool).reshape(len(photos), len(db_rows))
+    index = search_index(np.zeros((len(db_rows), 1), np.float32), lat, lon)  # only the centres matter here
+    pos_of = index.manifest["pos"].to_numpy()
+    out = np.zeros((len(photos), len(db_rows)), dtype=bool)
+    for i, p in enumerate(photos):
+        out[i, pos_of] = disk_mask(index, p.nadir, p.altitude_km)
+    return out
 
 
 def _check_areas(areas: Sequence[str] | None) -> list[str]:

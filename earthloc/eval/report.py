@@ -132,7 +132,7 @@ def _small_png(fig: Figure) -> bytes:
 
 def map_html(score: MethodScore) -> str:
     """Interactive folium map: outcome markers (popup: MRF, first-hit rank) and rank-1 guesses."""
-    import folium
+    import folium  # noqa: PLC0415  optional, heavy: only for the HTML map
 
     m = folium.Map(location=[20, 0], zoom_start=2, tiles="OpenStreetMap")
     for o in score.outcomes:

@@ -89,7 +89,7 @@ def ray_session(address: str, cpus_per_task: int):
     if cpus_per_task < 1:
         raise InputError("cpus", f"must be >= 1, got {cpus_per_task}")
     try:
-        import ray  # heavy optional backend: only when asked for
+        import ray  # noqa: PLC0415  heavy optional backend: only when asked for
     except ImportError as err:
         raise InputError("address", "Ray is not installed here: pip install 'earthloc[ray]'") from err
     started = False

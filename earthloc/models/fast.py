@@ -142,7 +142,7 @@ _SESSIONS: dict[tuple[str, int], object] = {}
 
 def _ort_session(model: nn.Module):
     """An ONNX Runtime session for the model's current weights (kept in memory for the last few models)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415  optional fast path, loaded on first use
 
     key = (weights_digest(model), torch.get_num_threads())
     if key not in _SESSIONS:
@@ -178,9 +178,9 @@ def _ov_key(model: nn.Module) -> tuple[str, int, str]:
 
 def _ov_compiled(model: nn.Module):
     """The model compiled by OpenVINO for this CPU (bf16 where native), kept for the last few weights."""
-    import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
+    import openvino as ov  # noqa: PLC0415  optional fast path, loaded on first use
+    import openvino.properties as props  # noqa: PLC0415  (openvino, as above)
+    import openvino.properties.hint as hints  # noqa: PLC0415  (openvino, as above)
 
     key = _ov_key(model)
     if key not in _COMPILED:

@@ -151,7 +151,7 @@ def _pick_weights_file(remote: HubWeights, files: dict[str, str | None]) -> str:
 def _unreachable(err: BaseException) -> bool:
     """True for a network failure: an OSError (refused, DNS, offline) or the Hub client's transport errors,
     which come from its HTTP library (httpx / httpx2, by huggingface_hub version) and share no base class."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415  optional hub client
 
     return (isinstance(err, (OSError, ConnectionError, LocalEntryNotFoundError))
             or type(err).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests"))
@@ -167,9 +167,9 @@ def fetch_hub(remote: HubWeights, force: bool = False, progress: bool = True) ->
     hash mismatch deletes the file. An already present file with the right hash is not downloaded again
     (unless ``force``). No connection -> InputError saying which file to download by hand and where to put it.
     """
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+    from huggingface_hub import HfApi, hf_hub_download  # noqa: PLC0415  optional hub client, slow import
+    from huggingface_hub.errors import HfHubHTTPError  # noqa: PLC0415  (hub client, as above)
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars  # noqa: PLC0415  hub
 
     endpoint = _hub_endpoint()
     where = f"{endpoint or 'https://huggingface.co'}/{remote.repo_id}"

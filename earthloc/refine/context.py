@@ -15,9 +15,11 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from earthloc.db.manifest import load as load_manifest
 from earthloc.errors import InputError
 from earthloc.geo.tiles import TileBlock
 from earthloc.records import Candidate
+from earthloc.sources.base import compose
 from earthloc.sources.iss_mini import IssMini
 
 
@@ -84,8 +86,6 @@ class SourceContexts:
         self.source, self.year, self.px = source, year, px
 
     def context(self, candidate: Candidate) -> Context | None:
-        from earthloc.sources.base import compose
-
         block = _surrounding(candidate)
         if block is None:
             return None
@@ -102,10 +102,8 @@ class DbContexts:
     ``None`` when none but the candidate itself is missing too."""
 
     def __init__(self, db_dir: Path, px: int = CONTEXT_PX):
-        from earthloc.db.manifest import load
-
         self.root = Path(db_dir)
-        df = load(self.root)
+        df = load_manifest(self.root)
         self._paths = {(int(z), int(r), int(c), int(y)): p
                        for z, r, c, y, p in zip(df["zoom"], df["row"], df["col"], df["year"], df["path"])}
         self.px = px

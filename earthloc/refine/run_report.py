@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from earthloc.atomic import atomic_path
+from earthloc.geo.footprint import Footprint
 from earthloc.refine.evaluate import RefinementOutcome, _refined, leave_one_photo_out, metrics, reranked_order
-from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS
+from earthloc.refine.rerank import DEFAULT_VERIFY_INLIERS, load_photo_rgb
 
 _COLS = ("R@1 given", "R@1 nadir filter", "R@1 re-ranked", "R@1 nadir filter + re-ranked", "R@10 given (ceiling)",
          "R@10 with context imagery", "centre in refined footprint", "centre in refined footprint x3",
@@ -81,15 +84,6 @@ def render(runs: dict[Path, tuple[str, list[RefinementOutcome]]], precision: flo
 def figure(loc, rec: dict, provider, out: Path) -> Path:
     """PNG: the photo beside the context of its best refined candidate, with the refined footprint (red),
     NASA's footprint (yellow, dashed), NASA's centre (cyan x) and the candidate block (white)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from earthloc.atomic import atomic_path
-    from earthloc.geo.footprint import Footprint
-    from earthloc.refine.rerank import load_photo_rgb
-
     refined = [d for d in rec["candidates"] if d["footprint"]]
     if not refined:
         raise ValueError(f"{rec['mrf']}: no accepted refinement to draw")
@@ -102,7 +96,8 @@ def figure(loc, rec: dict, provider, out: Path) -> Path:
         x, y = ctx.block.lonlat_to_pixel(fp.lons, fp.lats, w, h)
         return np.r_[x, x[:1]], np.r_[y, y[:1]]
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 5))
+    fig = Figure(figsize=(10, 5))  # no pyplot: no global backend, nothing to close
+    a, b = fig.subplots(1, 2)
     a.imshow(load_photo_rgb(loc.photo.path))
     a.set_title(f"{loc.photo.mrf} (as published)")
     b.imshow(ctx.image)
@@ -120,5 +115,4 @@ def figure(loc, rec: dict, provider, out: Path) -> Path:
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
     return out

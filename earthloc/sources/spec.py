@@ -33,7 +33,7 @@ def open_source(spec: str, years: list[int] | None = None, cache_dir: Path | Non
     """
     kind, sep, arg = spec.partition(":")
     if kind == "stac" and arg:
-        from earthloc.sources.stac import StacSource
+        from earthloc.sources.stac import StacSource  # noqa: PLC0415  pulls pystac_client/odc/dask: stac: only
 
         return StacSource(arg, years, retries=retries, workers=concurrency, limits=limits, **(stac or {}))
     if spec.startswith(("http://", "https://")):
