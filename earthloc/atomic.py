@@ -97,9 +97,9 @@ def check_writable(path: str | os.PathLike) -> None:
 @contextlib.contextmanager
 def _streamed(path: str | os.PathLike) -> Iterator[Path]:
     """A temp file for the content, copied to the stream (stdout, device, FIFO) once complete."""
-    fd, tmp = tempfile.mkstemp(prefix=".earthloc-out.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(prefix=".earthloc-out.", suffix=".tmp")
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
         yield tmp
         try:
@@ -133,14 +133,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     real = target_of(path)
     try:
         real.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     except FileExistsError:
         raise InputError(path, "a parent of it is a file, not a folder") from None
     except OSError as err:
         raise InputError(path, "a parent of it is a file, not a folder" if err.errno == errno.ENOTDIR
                          else _problem(err)) from None
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
         try:
             yield tmp

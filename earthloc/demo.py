@@ -196,7 +196,7 @@ def print_report(report: DemoReport) -> None:
         t.add_column(col, justify="left" if col in ("photo", "best candidate") else "right",
                      no_wrap=col in ("photo", "best candidate"))
     for r in report.rows:
-        if r.error:
+        if r.error or r.true_centre is None:  # score() sets error where the true centre is unknown
             t.add_row(r.mrf, "", f"error: {r.error}", *[""] * (len(cols) - 3))
             continue
         t.add_row(r.mrf, f"{r.true_centre[0]:.2f}, {r.true_centre[1]:.2f}", r.best or "-", str(r.rotation_deg),

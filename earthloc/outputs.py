@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from shapely.affinity import translate
 from shapely.geometry import MultiPolygon, Polygon, box, mapping
@@ -37,6 +38,14 @@ def _fp(f: Footprint | None) -> list | None:
 
 def _unfp(c) -> Footprint | None:
     return None if c is None else Footprint(tuple((float(a), float(o)) for a, o in c))
+
+
+def _candidate_footprint(c: dict) -> Footprint:
+    """A stored candidate's footprint (every candidate is written with one)."""
+    fp = _unfp(c.get("footprint"))
+    if fp is None:
+        raise InputError(f"candidate {c.get('tile')}", "no footprint in the stored record")
+    return fp
 
 
 def _pair(p) -> tuple[float, float] | None:
@@ -83,7 +92,7 @@ def from_dict(d: dict) -> Localization:
     )
     cands = tuple(
         Candidate(tile=TileBlock.from_name(c["tile"]), year=int(c["year"]), rotation_deg=int(c["rotation_deg"]),
-                  score=float(c["score"]), footprint=_unfp(c["footprint"]), path=c.get("path"))
+                  score=float(c["score"]), footprint=_candidate_footprint(c), path=c.get("path"))
         for c in d.get("candidates", [])
     )
     return Localization(photo=photo, candidates=cands, refined_footprint=_unfp(d.get("refined_footprint")),
@@ -185,7 +194,7 @@ def to_geojson(locs: Iterable[Localization]) -> dict:
     feats = []
     for loc in locs:
         p = loc.photo
-        base = {"mrf": p.mrf, "path": str(p.path) if p.path else None}
+        base: dict[str, Any] = {"mrf": p.mrf, "path": str(p.path) if p.path else None}
         if loc.error:
             feats.append({"type": "Feature", "geometry": None, "properties": {**base, "kind": "error", "error": loc.error}})
         for i, c in enumerate(loc.candidates):

@@ -216,10 +216,11 @@ def grid(
 ) -> None:
     """Count (and optionally list) the DB places of the grid; compares the world count with the official 161,496."""
     from earthloc.atomic import write_text
-    from earthloc.db.grid import MIN_LAND, OFFICIAL_PLACES, Region, places
+    from earthloc.db.grid import DEFAULT_ZOOMS, MIN_LAND, OFFICIAL_PLACES, Region, places
 
     reg = Region.parse(region)
-    found = places(_ints(zooms, "--zooms"), reg, max_abs_lat, land, MIN_LAND if min_land is None else min_land)
+    zs = _ints(zooms, "--zooms")
+    found = places(DEFAULT_ZOOMS if zs is None else zs, reg, max_abs_lat, land, MIN_LAND if min_land is None else min_land)
     for z in sorted({b.zoom for b in found}):
         typer.echo(f"zoom {z}: {sum(b.zoom == z for b in found)} places")
     line = f"total: {len(found)} places"

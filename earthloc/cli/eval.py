@@ -96,16 +96,17 @@ def _compare_models(dataset: Path, models: str, rotations: str, visible_area: bo
     if not names or len(set(names)) != len(names):
         raise InputError("--models", f"give distinct model names, comma-separated (got {models!r})")
     specs = [model_spec(n) for n in names]  # unknown names fail before any encoding
-    rows, refs, run = [], [], None
+    rows, refs, years = [], [], []
     for name, spec in zip(names, specs):
         run = run_official(dataset, load_model(name), rotations=rotations, visible_area=visible_area, year=year,
                            areas=area or None, k=k, batch_size=batch_size)
         rows.append(table_row(name, spec.descriptor_dim, run))
+        years.append(run.year)
         if published and spec.published is not None:
             refs += published_rows(name, spec.descriptor_dim, spec.published, [a.area for a in run.areas])
     rows += refs
     mode = "4x rotated DB (official count)" if rotations == "db" else "query rotations (merged)"
-    typer.echo(f"Official protocol on {dataset}, DB year {run.year}, {mode}"
+    typer.echo(f"Official protocol on {dataset}, DB year {years[-1]}, {mode}"
                + (", visible area" if visible_area else "") + "\n")
     typer.echo(paper_markdown(rows))
     if markdown is not None:

@@ -50,7 +50,7 @@ def locate(
     images: Path = typer.Option(None, "--images", help="Folder of <MRF>.jpg for photos listed in a CSV."),
     top: int = typer.Option(10, "--top", min=1, help="Candidates per photo."),
     fmt: str = typer.Option(None, "--format", help="json, jsonl, geojson, csv or kml (default: from --out, else json)."),
-    out: Path = typer.Option(None, "--out", help="Output file (default or -: standard output)."),
+    out: Path | None = typer.Option(None, "--out", help="Output file (default or -: standard output)."),
     html_map: Path = typer.Option(None, "--map", help="Also write an HTML map (Leaflet) of footprints and nadirs."),
     progress_file: Path = typer.Option(None, "--progress",
                                        help="Resumable progress file (JSON lines; default <out>.progress.jsonl with --out)."),

@@ -65,6 +65,7 @@ def train(
     for d in [*db, *val_db]:
         if not d.is_dir():
             raise InputError(d, "DB folder not found")
+    prefixes: tuple[str, ...] | None
     if freeze == "default":
         prefixes = None
     elif freeze == "none":

@@ -92,7 +92,7 @@ class Region:
         if kind == "bbox" and len(nums) == 4:
             return cls.bbox(*nums)
         if kind == "circle" and len(nums) == 3:
-            return cls.circle(*nums)
+            return cls.circle(nums[0], nums[1], nums[2])
         if kind not in ("bbox", "circle") and len(nums) <= 1:
             return cls.area(kind, *nums)
         raise InputError(f"region {text!r}", "use world, bbox:W,S,E,N, circle:LAT,LON,KM, or an area name[:KM]")
@@ -122,7 +122,7 @@ class Region:
         """Boolean mask over blocks (top-left ``rows``, ``cols``) at ``zoom`` that belong to the region."""
         if self.kind == "circle":
             lat, lon = _box_centres(zoom, rows, cols)
-            return haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km
+            return np.asarray(haversine_km(self.lat, self.lon, lat, lon) <= self.radius_km)
         if self.kind == "bbox":
             lons, s, n = self._lon_lat_box()
             _, y_n = fractional_tile(0.0, min(n, MAX_MERCATOR_LAT), zoom)
@@ -206,7 +206,7 @@ def places(
     for z in zooms:
         if not 2 <= z <= 20:
             raise InputError(f"zoom {z}", "DB zooms must be in 2..20")
-        seen = set()
+        seen: set[tuple[int, int]] = set()
         for r_lo, r_hi, c_lo, c_hi in region.tile_ranges(z):
             rr, cc = np.meshgrid(np.arange(r_lo, r_hi, 2), np.arange(c_lo, c_hi, 2), indexing="ij")
             rows, cols = rr.ravel(), cc.ravel()
@@ -233,7 +233,7 @@ def places_covered(source, zooms: Iterable[int] | None = None, years: Iterable[i
     if not hasattr(source, "coverage"):
         raise InputError(type(source).__name__, "source has no finite coverage; give a region instead")
     native = zooms is None
-    zooms = sorted(source.native_zooms) if native else sorted(set(zooms))
+    zooms = sorted(source.native_zooms) if zooms is None else sorted(set(zooms))
     years = list(years) if years is not None else list(source.years)
     found: set[TileBlock] = set()
     for z in zooms:

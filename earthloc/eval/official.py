@@ -434,7 +434,7 @@ def paper_markdown(rows: Sequence[TableRow], ns: Sequence[int] = PAPER_NS) -> st
         lines.append(f"| {r.method} | {r.descriptor_dim} | " + " | ".join(_fmt(r.per_area[a]) for a in areas)
                      + f" | {_fmt(r.average)} |")
     measured = next((r for r in rows if r.kept is not None), None)
-    if measured is not None:
+    if measured is not None and measured.kept is not None:
         lines.append("| kept queries | | " + " | ".join(str(measured.kept[a]) for a in areas)
                      + f" | {sum(measured.kept.values())} |")
     return "\n".join(lines)

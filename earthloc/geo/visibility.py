@@ -117,9 +117,13 @@ def default_tle_path() -> Path:
 
 
 def _read_text(path: Path) -> str:
-    opener = {".xz": lzma.open, ".gz": gzip.open}.get(path.suffix, open)
-    with opener(path, "rt", encoding="ascii") as f:
-        return f.read()
+    if path.suffix == ".xz":
+        with lzma.open(path, "rt", encoding="ascii") as f:
+            return f.read()
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="ascii") as f:
+            return f.read()
+    return path.read_text(encoding="ascii")
 
 
 def load_tles(path: Path | str | None = None) -> _Tles:
@@ -268,7 +272,8 @@ def ground_track(start: datetime, end: datetime, step_s: float = 10.0, tle_path:
     lat, lon, h = (np.empty(len(offsets)) for _ in range(3))
     for k in np.unique(which):
         sel = which == k
-        lat[sel], lon[sel], h[sel] = _propagate(*tles.lines[k], start, offsets[sel])
+        line1, line2 = tles.lines[k]
+        lat[sel], lon[sel], h[sel] = _propagate(line1, line2, start, offsets[sel])
     epochs = tuple(_EPOCH0 + timedelta(seconds=float(tles.epochs[k])) for k in np.unique(which))
     return GroundTrack(a + offsets, lat, lon, h, epochs)
 

@@ -115,7 +115,7 @@ def _export_onnx(model: nn.Module, size: int) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
-        torch.onnx.export(model, torch.zeros(1, 3, size, size), buf, input_names=["x"], output_names=["y"],
+        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), buf,  # type: ignore[arg-type]  # a BytesIO works; the stub says path input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False)
     return buf.getvalue()
 
@@ -229,13 +229,13 @@ def _torch_runner(model: nn.Module, path: str) -> Runner:
     net = _fold_batchnorm(copy.deepcopy(model).eval().requires_grad_(False)).to(memory_format=torch.channels_last)
     bf16 = path == "bf16"
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run_compiled(x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             y = net(x)
         return F.normalize(y.float(), p=2, dim=-1)  # the final L2 norm may have run in bf16
 
-    return run
+    return run_compiled
 
 
 # Below this many images, exporting/converting a graph that is not cached yet costs more than it saves.
@@ -298,6 +298,7 @@ def make_runner(model: nn.Module, path: str = "auto", workload: int | None = Non
     device = resolve_device(device)
     if device != "cpu":
         return "cuda", _cuda_runner(model, device)
+    choices: tuple[str, ...]
     if path != "auto":
         path = resolve_path(model, path)
         choices = (path,)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Localization
 from earthloc.refine.calibration import Calibration, fit_calibration
@@ -91,6 +92,8 @@ def outcomes(records: list[dict], locs: list[Localization], visible_fn: Callable
     res = []
     for rec in records:
         loc = by_mrf[rec["mrf"]]
+        if loc.photo.centre is None:
+            raise InputError(loc.photo.mrf, "no true centre to score the run against")
         lat, lon = loc.photo.centre
         hits = [c.footprint.contains(lat, lon) for c in loc.candidates]
         refs = {d["rank"]: d for d in rec["candidates"]}
@@ -146,7 +149,7 @@ def calibrate(outs: list[RefinementOutcome], matcher: str, precision: float, dat
 
 def leave_one_photo_out(outs: list[RefinementOutcome], matcher: str, precision: float) -> list[Calibration | None]:
     """One calibration per photo, fitted on all the *other* photos (``None`` if that fit is impossible)."""
-    cals = []
+    cals: list[Calibration | None] = []
     for k in range(len(outs)):
         rest = outs[:k] + outs[k + 1:]
         try:

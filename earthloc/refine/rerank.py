@@ -68,10 +68,11 @@ def rerank_order(candidates: Sequence[Candidate], accepted: Sequence[bool], inli
                  footprints: Sequence[Footprint | None], verify_inliers: int) -> list[int]:
     """Indices of ``candidates`` in re-ranked order (see the module docstring); ``footprints``: each
     candidate's refined footprint (``None`` if rejected)."""
-    verified = [i for i in range(len(candidates)) if accepted[i] and inliers[i] >= verify_inliers]
-    if not verified:
+    verified = [i for i in range(len(candidates))
+                if accepted[i] and inliers[i] >= verify_inliers and footprints[i] is not None]
+    best = footprints[max(verified, key=lambda i: (inliers[i], -i))] if verified else None
+    if best is None:
         return list(range(len(candidates)))
-    best = footprints[max(verified, key=lambda i: (inliers[i], -i))]
 
     def key(i: int) -> tuple:
         overlap = intersection_km2(candidates[i].footprint, best)

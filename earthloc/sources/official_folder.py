@@ -66,7 +66,7 @@ class OfficialSource:
         s = img.width / 4  # pixels per tile (1024-px official images: 256)
         box = (dx * s, dy * s, (dx + 1) * s, (dy + 1) * s)
         if s == TILE_PX:
-            return img.crop(tuple(int(v) for v in box))
+            return img.crop((int(box[0]), int(box[1]), int(box[2]), int(box[3])))
         return img.resize((TILE_PX, TILE_PX), Image.Resampling.LANCZOS, box=box)
 
     def _image(self, path: Path) -> Image.Image:

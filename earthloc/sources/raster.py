@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import mercantile
@@ -36,7 +37,7 @@ _RESAMPLING = ("nearest", "bilinear", "cubic", "lanczos", "average")
 class RasterSource:
     """A :class:`~earthloc.sources.base.TileSource` over ``{year: raster path}``."""
 
-    def __init__(self, paths: dict[int, str | Path], bands: tuple[int, ...] | None = None,
+    def __init__(self, paths: Mapping[int, str | Path], bands: tuple[int, ...] | None = None,
                  resampling: str = "bilinear", scale: tuple[float, float] | None = None):
         if not paths:
             raise InputError("RasterSource", "no rasters given")

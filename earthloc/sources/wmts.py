@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -158,7 +158,7 @@ def _retry_after_s(value: str | None) -> float | None:
 
 def _decode(data: bytes) -> Image.Image:
     """Fully decode tile bytes to RGB (raises on truncated/corrupt data)."""
-    img = Image.open(io.BytesIO(data))
+    img: Image.Image = Image.open(io.BytesIO(data))
     img.load()  # decodes everything now: a truncated body raises here, not later
     if img.mode != "RGB":
         img = img.convert("RGB")
@@ -255,7 +255,7 @@ class WmtsSource:
         fetches = {i: self._fetch(key) for i, (key, img) in enumerate(zip(keys, out)) if img is None}
         for i, fut in fetches.items():
             out[i] = fut.result()  # re-raises TileFetchError
-        return out
+        return cast(list[Image.Image], out)  # every slot is filled by now
 
     def _fetch(self, key: tuple) -> Future:
         """The one load of ``key`` in flight, started now if there is none (single flight).

@@ -79,7 +79,8 @@ def draw_params(gen: torch.Generator, in_size: int) -> AugParams:
     side = max(1, min(x1 - x0, y1 - y0))
     sq = (y0 + (y1 - y0 - side) // 2, x0 + (x1 - x0 - side) // 2, side)
     b, ct, s = (_uniform(gen, 1 - JITTER, 1 + JITTER) for _ in range(3))
-    order = tuple(int(i) for i in torch.randperm(3, generator=gen))
+    i, j, k = (int(v) for v in torch.randperm(3, generator=gen))
+    order = (i, j, k)
     return AugParams(angle, (top, left, c), start, end, sq, b, ct, s, order)
 
 

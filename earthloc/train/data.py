@@ -97,7 +97,7 @@ def pick_years(region: TrainRegion, n_slots: int, rng: np.random.Generator) -> l
     return list(rng.permutation(list(range(n)) + extra))
 
 
-def make_batch(regions: Sequence[TrainRegion], ids: Sequence[int], n_slots: int, cache: ImageCache,
+def make_batch(regions: Sequence[TrainRegion], ids: Sequence[int] | np.ndarray, n_slots: int, cache: ImageCache,
                rng: np.random.Generator) -> torch.Tensor:
     """uint8 images ``[n_slots, len(ids), 3, S, S]``: slot y holds one year of each region."""
     out = torch.empty((n_slots, len(ids), 3, cache.size, cache.size), dtype=torch.uint8)

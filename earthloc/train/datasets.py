@@ -135,7 +135,7 @@ def recipe_places(name: str, source, root: Path) -> list[TileBlock]:
 def split(places_by_name: dict[str, list[TileBlock]]) -> dict[str, tuple[list[TileBlock], list[TileBlock]]]:
     """{name: (train, held_out)}: held-out by each recipe's rule; training places overlapping any held-out
     place within :data:`ZOOM_GAP` zoom levels are dropped (across recipes too)."""
-    held = {n: [b for b in p if RECIPES[n].held_out and RECIPES[n].held_out(b)] for n, p in places_by_name.items()}
+    held = {n: [b for b in p if (rule := RECIPES[n].held_out) is not None and rule(b)] for n, p in places_by_name.items()}
     all_held = [b for h in held.values() for b in h]
     out = {}
     for n, p in places_by_name.items():

@@ -196,7 +196,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     loss_fn = NeutralAwareMSLoss(neutral_aware=cfg.neutral)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    net = model
+    net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 EXE = str(Path(sys.executable).with_name("earthloc"))
 
@@ -34,6 +35,15 @@ def test_run_resume_report_calibrate(tmp_path, iss_mini):
     assert r.returncode == 0, r.stderr
     text = rep.read_text()
     assert "| sift, 2 it. |" in text and "ISS052-E-43456" in text and "earthloc refine report" in text
+    # the figure of the photo: 10 x 5 inches at 80 dpi, when some candidate got an accepted footprint
+    fig = tmp_path / "fig.png"
+    r = _run("report", str(out), "--out", str(tmp_path / "r2.md"), "--figure", str(fig), "--figure-photo", photos)
+    if any(c["footprint"] for c in recs[0]["candidates"]):
+        assert r.returncode == 0, r.stderr
+        with Image.open(fig) as im:
+            assert im.format == "PNG" and im.size == (800, 400)
+    else:
+        assert r.returncode == 2 and "no accepted refinement" in r.stderr and not fig.exists()
     cal = tmp_path / "cal.json"
     r = _run("calibrate", str(out), "--out", str(cal), "--precision", "0.95")
     # one photo may or may not hold both classes; either a calibration or one clean error line
