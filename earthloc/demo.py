@@ -83,9 +83,11 @@ class DemoReport:
 
     @property
     def ok(self) -> list[PhotoResult]:
+        """The rows of photos that were localized (no error)."""
         return [r for r in self.rows if r.error is None]
 
     def hits_at(self, k: int) -> int:
+        """Photos whose first candidate holding the true centre is within the top ``k``."""
         return sum(1 for r in self.ok if r.first_hit_rank is not None and r.first_hit_rank <= k)
 
 

@@ -53,6 +53,7 @@ class Region:
 
     @classmethod
     def world(cls) -> Region:
+        """Every place of the Earth (no region filter)."""
         return cls()
 
     @classmethod

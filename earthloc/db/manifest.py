@@ -141,8 +141,10 @@ class Journal:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def append(self, row: dict) -> None:
+        """Append one finished image's row (JSON) and flush it to disk."""
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
 
     def close(self) -> None:
+        """Close the journal file."""
         self._f.close()

@@ -103,6 +103,7 @@ class HostGate:
         return sum(h == host for h, _, _ in self._leases.values())
 
     async def acquire(self, host: str, node: str = "") -> tuple[int, float]:
+        """Book a request slot for ``host``: returns (lease id, seconds to wait before sending)."""
         # one event loop, no await between the check and the booking: no lock needed
         while self._in_flight(host) >= self._concurrency:
             self._sweep()
@@ -119,12 +120,15 @@ class HostGate:
         return lease, start - now
 
     async def release(self, lease: int) -> None:
+        """Free the request slot of ``lease``."""
         self._leases.pop(lease, None)
 
     async def pause(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` (a 429's Retry-After), cluster-wide."""
         self._next[host] = max(self._next.get(host, 0.0), time.monotonic() + seconds)
 
     async def claim(self, url: str, node: str = "") -> None:
+        """Wait until no other worker fetches ``url``, then hold it (single flight, cluster-wide)."""
         while url in self._claims:
             self._sweep()
             if url not in self._claims:
@@ -133,9 +137,11 @@ class HostGate:
         self._claims[url] = (time.monotonic() + self._lease_s, node)
 
     async def unclaim(self, url: str) -> None:
+        """Let others fetch ``url`` again."""
         self._claims.pop(url, None)
 
     async def stats(self) -> dict:
+        """Counters for tests and logs: requests booked, peak requests in flight to one host."""
         return {"requests": self.requests, "peak_in_flight": self.peak_in_flight}
 
 
@@ -160,6 +166,7 @@ class RayHostLimits:
 
     @contextmanager
     def request(self, host: str) -> Iterator[None]:
+        """Context manager: one of ``host``'s cluster-wide request slots, entered no earlier than its rate allows."""
         import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
         lease, delay = ray.get(self.gate.acquire.remote(host, self._node()))
@@ -171,10 +178,12 @@ class RayHostLimits:
             self.gate.release.remote(lease)
 
     def pause(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` anywhere in the cluster."""
         self.gate.pause.remote(host, seconds)
 
     @contextmanager
     def fetching(self, url: str) -> Iterator[None]:
+        """Context manager: entered when no other worker of the cluster is fetching ``url``."""
         import ray  # noqa: PLC0415  Ray is an optional heavy backend: imported only for a Ray build
 
         ray.get(self.gate.claim.remote(url, self._node()))

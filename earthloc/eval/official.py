@@ -50,6 +50,7 @@ class Ranking:
 
     @property
     def k(self) -> int:
+        """Slots per query (the ranking's depth)."""
         return int(self.rows.shape[1])
 
 
@@ -176,6 +177,7 @@ class AreaResult:
 
     @property
     def n_queries(self) -> int:
+        """Queries kept in the area (after the drop rules)."""
         return len(self.mrfs)
 
 

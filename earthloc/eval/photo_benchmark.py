@@ -119,6 +119,7 @@ class MethodScore:
 
     @property
     def n_photos(self) -> int:
+        """Photos scored (dropped ones not counted)."""
         return len(self.outcomes)
 
     def recall(self, n: int) -> float | None:
@@ -128,6 +129,7 @@ class MethodScore:
         return float(self.curve[n - 1])
 
     def recalls(self, ns: Sequence[int] = NS) -> dict[int, float | None]:
+        """``{n: R@n}`` in percent for each n of ``ns`` (None: n/a)."""
         return {n: self.recall(n) for n in ns}
 
 

@@ -64,6 +64,7 @@ class Footprint:
 
     @cached_property
     def lats(self) -> np.ndarray:
+        """Corner latitudes in degrees, shape (n_corners,)."""
         return np.array([c[0] for c in self.corners], dtype=np.float64)
 
     @cached_property

@@ -154,6 +154,7 @@ class DbImageName:
 
     @property
     def footprint(self) -> Footprint:
+        """The DB image's footprint (its 4 corners, degrees)."""
         return Footprint(self.corners)
 
     @property
@@ -172,6 +173,7 @@ class DbImageName:
 
     @property
     def relpath(self) -> str:
+        """``<folder>/<file name>``, the image's path inside an official DB folder."""
         return f"{self.folder}/{self.filename}"
 
 
@@ -208,10 +210,12 @@ class PhotoName:
 
     @property
     def footprint(self) -> Footprint:
+        """The photo's footprint (its 4 corners as NASA gives them, degrees)."""
         return Footprint(self.corners)
 
     @property
     def filename(self) -> str:
+        """The official query file name: 6-decimal corners, MRF, date, nadir, area (km²), orientation."""
         f = [f"{v:.6f}" for c in self.corners for v in c]
         f += [self.mrf, self.date.strftime("%Y%m%d"), f"{self.nadir[0]:.1f}", f"{self.nadir[1]:.1f}"]
         f += [str(self.area_km2), _orientation_text(self.orientation)]
@@ -263,6 +267,7 @@ class EarthMatchName:
 
     @property
     def filename(self) -> str:
+        """The EarthMatch file name: centre, nadir (1 decimal), tilt, focal length (mm), cloud %, MRF."""
         f = [f"{self.centre[0]:.1f}", f"{self.centre[1]:.1f}", f"{self.nadir[0]:.1f}", f"{self.nadir[1]:.1f}"]
         f += [str(self.tilt), str(self.focal_mm), str(self.cloud_pct), self.mrf]
         return "@" + "@".join(f) + "@" + self.extension

@@ -139,10 +139,12 @@ class Index:
     # --- properties ------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
+        """Name of the model that built the index."""
         return self.identity.name
 
     @property
     def dim(self) -> int:
+        """Descriptor length D."""
         return self.identity.descriptor_dim
 
     @property
@@ -152,6 +154,7 @@ class Index:
 
     @property
     def db_dir(self) -> Path | None:
+        """The DB folder the index was built from (absolute), if recorded."""
         return Path(self.meta["db_dir"]) if self.meta.get("db_dir") else None
 
     def __len__(self) -> int:

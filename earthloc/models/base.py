@@ -24,6 +24,7 @@ class DescriptorModel(nn.Module):
 
     @property
     def image_size(self) -> int:
+        """Input side S in pixels (images are S x S)."""
         return self.preprocessing.size
 
     def identity(self) -> dict:
@@ -32,4 +33,5 @@ class DescriptorModel(nn.Module):
                 "descriptor_dim": self.descriptor_dim, "preprocessing": self.preprocessing.as_dict()}
 
     def num_parameters(self) -> int:
+        """Number of parameters (trainable or not)."""
         return sum(p.numel() for p in self.parameters())

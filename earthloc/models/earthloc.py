@@ -34,6 +34,7 @@ class ResNet50ToLayer3(nn.Module):
         self.model.fc = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,320,320] normalised images -> [B,1024,20,20] layer3 features."""
         m = self.model
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
         return m.layer3(m.layer2(m.layer1(x)))
@@ -53,6 +54,7 @@ class EarthLocNet(DescriptorModel):
         self.preprocessing = Preprocessing(size=IMAGE_SIZE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,320,320] normalised images -> [B,4096] L2-normalised descriptors."""
         x = self.aggregator(self.backbone(x))
         return F.normalize(self.fc(x), p=2, dim=-1)
 

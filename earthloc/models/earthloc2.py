@@ -49,6 +49,7 @@ class EarthLoc2Net(DescriptorModel):
         self.preprocessing = Preprocessing(size=image_size)  # ImageNet mean/std, bilinear squash
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,518,518] normalised images -> [B,3072] L2-normalised descriptors (ViT tokens -> SALAD)."""
         tokens = self.backbone.forward_features(x)  # [B, prefix + N, C], final LayerNorm applied
         side = x.shape[-1] // PATCH
         patches = tokens[:, self.backbone.num_prefix_tokens:]  # [B, N, C]

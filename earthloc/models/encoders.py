@@ -65,11 +65,14 @@ class LocalEncoder:
         self.device = resolve_device(self.device)  # a missing GPU is bad input, before any work
 
     def encode(self, items: Sequence[Item], rotations: Sequence[int], progress: bool = False) -> np.ndarray:
+        """Descriptors (len(items), len(rotations), D) float32 of images (paths or PIL) at each rotation
+        (degrees counter-clockwise)."""
         return batch_encode.encode(self.model, list(items), rotations=tuple(rotations), batch_size=self.batch_size,
                                    progress=progress, device=self.device)
 
     def encode_batches(self, batches: Iterable[Sequence[Item]], rotations: Sequence[int],
                        progress: bool = False) -> Iterator[np.ndarray]:
+        """Descriptors per batch, (len(batch), len(rotations), D) float32 each, in batch order."""
         for batch in batches:
             yield self.encode(batch, rotations, progress)
 
@@ -128,6 +131,7 @@ class RayEncoder:
         self.device = resolve_device(self.device)
 
     def encode(self, items: Sequence[Item], rotations: Sequence[int]) -> np.ndarray:
+        """Descriptors (len(items), len(rotations), D) float32, encoded batch by batch on the Ray workers."""
         items = list(items)
         batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         out = list(self.encode_batches(batches, rotations))

@@ -35,6 +35,7 @@ class RemoteWeights:
 
     @property
     def sha256_prefix(self) -> str:
+        """The sha256 prefix (hex) carried in ``filename``, or "" if none."""
         m = re.search(r"-([0-9a-f]{8,64})\.\w+$", self.filename)
         return m.group(1) if m else ""
 
@@ -104,10 +105,12 @@ class HubWeights:
 
     @property
     def page(self) -> str:
+        """The repository's web page at ``revision``."""
         return f"https://huggingface.co/{self.repo_id}/tree/{self.revision}"
 
     @property
     def local_dir(self) -> Path:
+        """Where the downloaded weights are kept (under the weights cache)."""
         return weights_dir() / self.local_name
 
 

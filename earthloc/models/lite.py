@@ -54,6 +54,7 @@ class Lite0Trunk(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] normalised images -> [B,1280,S/32,S/32] features."""
         return self.net.extract_features(x)
 
 
@@ -66,6 +67,7 @@ class GeM(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,C,H,W] -> [B,C] generalised mean over H and W (computed in fp32)."""
         # in fp32: x^3 of bf16 activations loses too much for a 0.999-cosine tolerance
         x = x.float().clamp(min=self.eps).pow(self.p)
         return x.mean(dim=(-2, -1)).pow(1.0 / self.p)
@@ -83,6 +85,7 @@ class Lite0GeM(DescriptorModel):
         self.preprocessing = LITE_PREPROCESSING
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] normalised images -> [B,1280] L2-normalised descriptors."""
         return F.normalize(self.pool(self.trunk(x)), p=2, dim=-1)
 
 
@@ -102,6 +105,7 @@ class Lite0MixVPR(DescriptorModel):
         self.preprocessing = LITE_PREPROCESSING
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,3,320,320] normalised images -> [B,1024] L2-normalised descriptors."""
         return self.aggregator(self.trunk(x))
 
     def freeze_default(self) -> None:

@@ -31,6 +31,7 @@ class FeatureMixerLayer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,C,HW] -> [B,C,HW]: x plus its MLP mix over the flattened spatial axis."""
         return x + self.mix(x)
 
 
@@ -48,6 +49,7 @@ class MixVPR(nn.Module):
         self.row_proj = nn.Linear(hw, out_rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B,C,H,W] feature maps -> [B, out_channels * out_rows] L2-normalised descriptors."""
         x = x.flatten(2)                     # [B, C, HW]
         x = self.mix(x)
         x = self.channel_proj(x.transpose(1, 2))  # [B, HW, C']

@@ -66,9 +66,11 @@ class SALAD(nn.Module):
 
     @property
     def out_dim(self) -> int:
+        """Descriptor length: token_dim + cluster_dim * num_clusters."""
         return self.token_dim + self.cluster_dim * self.num_clusters
 
     def forward(self, patches: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """Patch features [B,C,h,w] and class token [B,C] -> [B, out_dim] L2-normalised descriptors."""
         f = self.cluster_features(patches).flatten(2)  # [B, l, N]
         s = self.score(patches).flatten(2)  # [B, m, N]
         t = self.token_features(token)  # [B, g]

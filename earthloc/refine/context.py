@@ -38,7 +38,8 @@ class Context:
 class ContextProvider(Protocol):
     """Returns the surrounding of a candidate (``candidate.tile.surrounding()``), or ``None`` if unavailable."""
 
-    def context(self, candidate: Candidate) -> Context | None: ...
+    def context(self, candidate: Candidate) -> Context | None:
+        """The 12x12-tile context around ``candidate``, or None when there is no imagery for it."""
 
 
 class IssMiniContexts:
@@ -58,6 +59,7 @@ class IssMiniContexts:
         return None if r is None else r.block
 
     def context(self, candidate: Candidate) -> Context | None:
+        """The stored 12x12 context image of ``candidate``, or None when iss_mini has none for it."""
         # The CSV spells names with 4-5 digits; TileBlock.name pads to 4, the same spelling.
         block = self.block_of(candidate.tile.name)
         if block is None:
@@ -86,6 +88,7 @@ class SourceContexts:
         self.source, self.year, self.px = source, year, px
 
     def context(self, candidate: Candidate) -> Context | None:
+        """The 144 tiles around ``candidate`` pasted from the source, resized to ``px`` square; None if not served."""
         block = _surrounding(candidate)
         if block is None:
             return None
@@ -109,6 +112,7 @@ class DbContexts:
         self.px = px
 
     def context(self, candidate: Candidate) -> Context | None:
+        """The 3x3 DB images around ``candidate`` pasted into ``px`` square (missing ones black), or None."""
         block = _surrounding(candidate)
         if block is None:
             return None

@@ -83,6 +83,7 @@ class MosaicSource:
 
     @property
     def years(self) -> tuple[int, ...]:
+        """Years served (sorted)."""
         return tuple(sorted({m.year for m in self.mosaics}))
 
     def best(self, z: int, x: int, y: int, year: int) -> tuple[Mosaic, tuple[float, float, float, float]] | None:
@@ -134,6 +135,7 @@ class MosaicSource:
         return self.best(z, x, y, year) is not None
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        """The 256-px RGB tile z/x/y of ``year``, cut from the best mosaic (see :meth:`best`) and resampled."""
         found = self.best(z, x, y, year)
         if found is None:
             raise InputError(f"tile {z}/{x}/{y} year {year}", "not covered by any local mosaic")

@@ -35,10 +35,12 @@ class OfficialSource:
 
     @property
     def years(self) -> tuple[int, ...]:
+        """Years of the DB images found (sorted)."""
         return self._years
 
     @property
     def native_zooms(self) -> tuple[int, ...]:
+        """Zooms of the DB images found (sorted)."""
         return self._zooms
 
     def coverage(self, zoom: int, native_only: bool = False) -> list[tuple[int, int, int, int]]:
@@ -55,9 +57,11 @@ class OfficialSource:
         return None
 
     def covers(self, z: int, x: int, y: int, year: int) -> bool:
+        """Whether a stored DB image holds tile z/x/y of ``year``."""
         return self._find(z, x, y, year) is not None
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        """The 256-px RGB tile z/x/y of ``year``, cut from the DB image that holds it."""
         found = self._find(z, x, y, year)
         if found is None:
             raise InputError(f"tile {z}/{x}/{y} year {year}", f"not in the DB folder {self.db_dir}")

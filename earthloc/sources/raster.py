@@ -64,6 +64,7 @@ class RasterSource:
 
     @property
     def years(self) -> tuple[int, ...]:
+        """Years with a raster (sorted)."""
         return tuple(self.paths)
 
     def bounds(self, year: int) -> tuple[float, float, float, float]:
@@ -100,6 +101,7 @@ class RasterSource:
         return x0 <= x and x + 1 <= x1 and y0 <= y and y + 1 <= y1
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        """The 256-px RGB tile z/x/y of ``year``, warped from the raster to Web Mercator."""
         if year not in self.paths:
             raise InputError(f"year {year}", f"no raster for it (years {list(self.paths)})")
         info = self._info[year]

@@ -119,6 +119,7 @@ class Budget:
         self._lock = threading.Lock()
 
     def spend(self, nbytes: int, retry: bool = False, where: str = "") -> None:
+        """Count one request of ``nbytes`` bytes (``retry``: a retried one); raises BudgetExceeded past a cap."""
         with self._lock:
             self.requests += 1
             self.retries += retry
@@ -146,6 +147,7 @@ class RangeHttp:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        """Close the HTTP client."""
         self.client.close()
 
     def get_range(self, url: str, start: int, end: int, budget: Budget) -> tuple[bytes, int]:
@@ -207,15 +209,19 @@ class RangeFile(io.RawIOBase):
         self.size: int = size
 
     def readable(self) -> bool:
+        """Always True (a read-only file)."""
         return True
 
     def seekable(self) -> bool:
+        """Always True (reads are HTTP range requests)."""
         return True
 
     def tell(self) -> int:
+        """Current position in bytes."""
         return self.pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """Move to ``offset`` bytes from the start / current position / end (``whence`` 0/1/2); returns it."""
         self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset
         return self.pos
 
@@ -228,6 +234,7 @@ class RangeFile(io.RawIOBase):
         return self._chunks[i]
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes from the current position (-1: to the end), fetched by chunks."""
         if n is None or n < 0:
             n = self.size - self.pos
         n = min(n, self.size - self.pos)
@@ -243,6 +250,7 @@ class RangeFile(io.RawIOBase):
         return data
 
     def readinto(self, b) -> int:
+        """Read into the buffer ``b``; returns the number of bytes read."""
         data = self.read(len(b))
         b[:len(data)] = data
         return len(data)
@@ -451,6 +459,7 @@ class StacSource:
 
     @property
     def years(self) -> tuple[int, ...]:
+        """Years composited (sorted)."""
         return self._years
 
     # --- search ----------------------------------------------------------------------------------
@@ -629,6 +638,7 @@ class StacSource:
         return path
 
     def close(self) -> None:
+        """Close the HTTP client."""
         self.http.close()
 
 

@@ -85,6 +85,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
+        """Block until this request may start (at least ``1/rate`` s after the previous start)."""
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
@@ -93,6 +94,7 @@ class RateLimiter:
             time.sleep(start - now)
 
     def pause(self, seconds: float) -> None:
+        """No request starts for ``seconds`` from now."""
         with self._lock:
             self._next = max(self._next, time.monotonic() + seconds)
 
@@ -130,15 +132,18 @@ class LocalHostLimits:
 
     @contextmanager
     def request(self, host: str) -> Iterator[None]:
+        """Context manager: one of ``host``'s request slots, entered no earlier than its rate allows."""
         limiter, slots = self._host(host)
         with slots:  # slot first, then the start time: a start booked by the limiter is a request sent
             limiter.acquire()
             yield
 
     def pause(self, host: str, seconds: float) -> None:
+        """No request to ``host`` starts for ``seconds`` (a 429's Retry-After)."""
         self._host(host)[0].pause(seconds)
 
     def fetching(self, url: str) -> AbstractContextManager[None]:
+        """A no-op context manager: within one process the source's single flight covers ``url``."""
         return nullcontext()  # one process: the source's own single flight covers it
 
 
@@ -234,15 +239,19 @@ class WmtsSource:
     # --- TileSource --------------------------------------------------------------------------
     @property
     def years(self) -> tuple[int, ...]:
+        """Years served (each maps to its own URL / layer)."""
         return self._years
 
     def url(self, z: int, x: int, y: int, year: int) -> str:
+        """The URL of tile z/x/y of ``year``."""
         return self.url_template.format(z=z, x=x, y=y, year=year)
 
     def cache_path(self, z: int, x: int, y: int, year: int) -> Path:
+        """Where tile z/x/y of ``year`` is cached on disk (its bytes as served)."""
         return self.cache_root / str(year) / str(z) / str(x) / f"{y}.tile"
 
     def tile(self, z: int, x: int, y: int, year: int) -> Image.Image:
+        """The 256-px RGB tile z/x/y of ``year`` (from the cache, else fetched)."""
         return self.tiles([(z, x, y, year)])[0]
 
     def tiles(self, keys: list[tuple[int, int, int, int]]) -> list[Image.Image]:
@@ -298,6 +307,7 @@ class WmtsSource:
         return None if img is None else self._remember(key, img)
 
     def close(self) -> None:
+        """Stop the fetch pool and close the HTTP client."""
         self._pool.shutdown(wait=True)
         self._client.close()
 

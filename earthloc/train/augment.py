@@ -126,6 +126,7 @@ class YearwiseAugment:
         self.last_params: list = []
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Augment uint8 ``[Y, B, 3, in, in]`` into normalised float ``[Y, B, 3, out, out]``."""
         y, b, _, h, w = batch.shape
         if h != w:
             raise ValueError(f"square images expected, got {h}x{w}")
@@ -145,7 +146,9 @@ class YearwiseAugment:
         return torch.stack(out)
 
     def state_dict(self) -> dict:
+        """The random generator's state (to resume a run with the same draws)."""
         return {"gen": self.gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the random generator's state from :meth:`state_dict`."""
         self.gen.set_state(state["gen"])

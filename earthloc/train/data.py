@@ -45,6 +45,7 @@ class TrainRegion:
 
     @property
     def years(self) -> tuple[int, ...]:
+        """Years of the region's DB images, in slot order."""
         return tuple(y for y, _ in self.images)
 
 
@@ -76,6 +77,7 @@ class ImageCache:
         self._cache: dict[Path, torch.Tensor] = {}
 
     def get(self, path: Path) -> torch.Tensor:
+        """The image at ``path`` as uint8 ``[3, size, size]`` (decoded and resized once, then cached)."""
         t = self._cache.get(path)
         if t is None:
             img = load_image(path).resize((self.size, self.size), Image.Resampling.BILINEAR, reducing_gap=None)

@@ -71,6 +71,8 @@ class NeutralAwareMSLoss(nn.Module):
 
     def forward(self, desc: torch.Tensor, labels: torch.Tensor,
                 neutral: torch.Tensor | None = None) -> tuple[torch.Tensor, LossStats]:
+        """Loss of L2-normalised ``desc`` [N, D] with region ``labels`` [N]; ``neutral`` [N, N] bool pairs that are
+        neither positive nor negative. Returns (loss, stats)."""
         a1, p, a2, n = self.miner(desc, labels)
         dropped = 0
         if self.neutral_aware and neutral is not None and len(a2):
