@@ -172,8 +172,23 @@ def _ort_runner(model: nn.Module) -> Runner:
 _COMPILED: dict[tuple[str, int, str], object] = {}
 
 
+def ov_precision() -> str:
+    """The precision OpenVINO compiles for on this CPU: "bf16" where the CPU has it natively, else "f32"."""
+    return "bf16" if bf16_supported() else "f32"
+
+
 def _ov_key(model: nn.Module) -> tuple[str, int, str]:
-    return weights_digest(model), torch.get_num_threads(), "bf16" if bf16_supported() else "f32"
+    return weights_digest(model), torch.get_num_threads(), ov_precision()
+
+
+def ov_converted(model: nn.Module) -> bool:
+    """Whether ``model`` (these weights, this thread count) is compiled by OpenVINO already (cached)."""
+    return _ov_key(model) in _COMPILED
+
+
+def forget_converted() -> None:
+    """Drop every cached OpenVINO compilation (the next ``ov`` run converts again)."""
+    _COMPILED.clear()
 
 
 def _ov_compiled(model: nn.Module):
@@ -305,7 +320,7 @@ def make_runner(model: nn.Module, path: str = "auto", workload: int | None = Non
     else:
         choices = candidates(model)
         if workload is not None and workload < ORT_MIN_WORKLOAD:
-            ready = {"ort": _ort_ready(model), "ov": _ov_key(model) in _COMPILED}
+            ready = {"ort": _ort_ready(model), "ov": ov_converted(model)}
             choices = tuple(p for p in choices if p not in _GRAPH_PATHS or ready[p]) or ("cl",)
     for path in choices:
         if path not in _GRAPH_PATHS:

@@ -18,7 +18,6 @@ from earthloc.errors import InputError
 from earthloc.geo.footprint import haversine_km
 from earthloc.index.formats import ROTATIONS
 from earthloc.index.identity import ModelIdentity
-from earthloc.index.order import geo_order, runs
 from earthloc.index.store import Index
 
 DIM = 64
@@ -103,16 +102,6 @@ def test_rotation_of_best_match_and_merge(manifest):
     hits = index4.search(q[None], k=10)[0]
     assert (hits[0].row, hits[0].rotation_deg) == (3, 180)
     assert [h.row for h in hits].count(3) == 1
-
-
-def test_geo_order_makes_disks_fewruns(manifest):
-    order = geo_order(manifest.centre_lat.to_numpy(), manifest.centre_lon.to_numpy())
-    lat, lon = manifest.centre_lat.to_numpy()[order], manifest.centre_lon.to_numpy()[order]
-    mask = haversine_km(0.0, 20.0, lat, lon) <= 2300.0
-    spans = runs(mask)
-    assert sum(b - a for a, b in spans) == mask.sum()
-    assert len(spans) <= 50  # about one run per 1-degree band crossing the disk (~41 bands)
-    assert runs(np.array([True, False, True, True])) == [(0, 1), (2, 4)]
 
 
 def test_save_open_roundtrip_and_checks(manifest, tmp_path):

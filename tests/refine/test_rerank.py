@@ -15,8 +15,6 @@ from earthloc.refine.calibration import fit_calibration, load_calibration, save_
 from earthloc.refine.homography import Refinement
 from earthloc.refine.rerank import rerank
 
-from .conftest import load_context
-
 
 def _cand(zoom: int, row: int, col: int) -> Candidate:
     t = TileBlock(zoom, row, col)
@@ -78,25 +76,3 @@ def test_calibration_fit_threshold_and_roundtrip(tmp_path):
 def test_shipped_calibration_loads():
     cal = load_calibration("xfeat-lg")
     assert cal is not None and cal.threshold_inliers > 0 and cal.n_photos > 0
-
-
-def test_context_providers_paste_the_same_imagery(iss_mini, contexts_table, tmp_path):
-    """A DB built from the iss_mini mosaics and the tile source itself give, for candidate 12_1164_2526,
-    a surrounding that matches the stored EarthMatch context pixel for pixel (mean error < 6 levels)."""
-    tile = TileBlock(12, 1164, 2526)
-    from earthloc.db.build import build_db
-    from earthloc.refine.context import DbContexts, IssMiniContexts, SourceContexts
-    from earthloc.sources.iss_mini import IssMini
-
-    stored, _ = load_context(iss_mini, contexts_table, "12_1164_2526")
-    cand = Candidate(tile, 2018, 0, 0.0, Footprint.from_bounds(*tile.bounds))
-    source = IssMini.open(iss_mini).source()
-    places = [TileBlock(12, 1164 + dr, 2526 + dc) for dr in (-4, 0, 4) for dc in (-4, 0, 4)]
-    build_db(source, places, [2018], tmp_path / "db", workers=2, progress=False)
-    for provider in (IssMiniContexts(iss_mini), SourceContexts(source), DbContexts(tmp_path / "db")):
-        ctx = provider.context(cand)
-        assert ctx.block == cand.tile.surrounding() == stored.block
-        assert ctx.image.shape == stored.image.shape
-        err = np.abs(ctx.image.astype(int) - stored.image.astype(int)).mean()
-        assert err < 6, (type(provider).__name__, err)
-    assert DbContexts(tmp_path / "db").context(_cand(11, 10, 10)) is None  # nothing of it in the DB
