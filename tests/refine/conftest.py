@@ -10,6 +10,7 @@ from PIL import Image
 
 from earthloc.geo.tiles import TileBlock
 from earthloc.refine.context import Context
+from earthloc.sources.iss_mini import IssMini
 
 _TO_3857 = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
 
@@ -49,3 +50,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A hand-written refinement run (see tests/refine/test_evaluate.py): the real photo ISS056-E-153176, whose true
+# place is rank 6 of its worldwide list; rank 6 refined to NASA's own footprint (60 inliers), rank 0 to its own
+# wrong block (35 inliers), rank 5 without context imagery.
+HAND_RUN_MRF = "ISS056-E-153176"
+
+
+@pytest.fixture(scope="session")
+def hand_run(shared_data) -> tuple:
+    """(the photo's Localization, its run record)."""
+    loc = next(l for l in IssMini.open(shared_data).localizations() if l.photo.mrf == HAND_RUN_MRF)
+    return loc, _record(loc)
+
+
+def _record(loc) -> dict:
+    wrong = loc.candidates[0]
+    return {"mrf": HAND_RUN_MRF, "matcher": "sift", "iterations": 4, "seconds": 2.5, "error": None, "candidates": [
+        {"rank": 0, "tile": wrong.tile.name, "rotation": 0, "inliers": 35, "iterations": 4, "reason": "ok",
+         "footprint": [list(p) for p in wrong.footprint.corners]},
+        {"rank": 6, "tile": loc.candidates[6].tile.name, "rotation": 0, "inliers": 60, "iterations": 4,
+         "reason": "ok", "footprint": [list(p) for p in loc.photo.footprint.corners]},
+        {"rank": 5, "tile": loc.candidates[5].tile.name, "rotation": 0, "inliers": 0, "iterations": 1,
+         "reason": "no context imagery", "footprint": None}]}
