@@ -62,17 +62,27 @@ _SCAN_GAP = 64
 # (numpy releases the GIL). Letting BLAS thread every small product instead costs a thread wake-up
 # and barrier per run, which on a busy machine made the search 8x slower (measured).
 _POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
+    global _POOL, _POOL_WORKERS
     with _POOL_LOCK:
         if _POOL is None:
             # sized from the CPUs this process may use, not from OpenMP: the pool is first made inside
             # _single_threaded_blas(), where OpenMP reports 1 thread (that made the search single-threaded)
-            _POOL = ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0))), thread_name_prefix="earthloc-search")
+            _POOL_WORKERS = max(1, len(os.sched_getaffinity(0)))
+            _POOL = ThreadPoolExecutor(_POOL_WORKERS, thread_name_prefix="earthloc-search")
         return _POOL
+
+
+def search_threads() -> int:
+    """Threads that score the row ranges of a search (fp16/PQ indexes): one per CPU this process may use.
+    The pool is made on first use, typically while BLAS is limited to one thread."""
+    with _single_threaded_blas():
+        _pool()
+    return _POOL_WORKERS
 
 
 _BLAS = None

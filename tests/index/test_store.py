@@ -7,6 +7,8 @@ here are random unit vectors (real descriptors are used in tests/test_locate.py)
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import faiss
@@ -150,15 +152,11 @@ def test_precisions_code_size_and_self_retrieval(manifest, precision, nbytes, tm
         Index.from_vectors(vecs, manifest, IDENT, "query", "int4")
 
 
-def test_search_pool_uses_every_cpu_even_when_made_under_single_threaded_blas(monkeypatch):
-    """The pool is first made inside _single_threaded_blas(), where OpenMP reports one thread; it must
-    still get one worker per usable CPU (a 1-thread pool made the disk search ~1.6x slower)."""
-    import os
-
-    from earthloc.index import store
-
-    monkeypatch.setattr(store, "_POOL", None)
-    with store._single_threaded_blas():
-        pool = store._pool()
-    assert pool._max_workers == len(os.sched_getaffinity(0))
-    pool.shutdown()
+def test_search_pool_uses_every_cpu_even_when_made_under_single_threaded_blas():
+    """The pool is first made while BLAS/OpenMP are limited to one thread; it must still get one worker per
+    usable CPU (a 1-thread pool made the disk search ~1.6x slower). A fresh interpreter, so the pool is new."""
+    code = ("import os\nfrom threadpoolctl import threadpool_limits\nfrom earthloc.index.store import search_threads\n"
+            "with threadpool_limits(limits=1):\n    n = search_threads()\nprint(n, len(os.sched_getaffinity(0)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    got, cpus = map(int, out.stdout.split())
+    assert got == cpus >= 1
