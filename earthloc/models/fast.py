@@ -115,7 +115,10 @@ def _export_onnx(model: nn.Module, size: int) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no onnxscript
-        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), buf,  # type: ignore[arg-type]  # a BytesIO works; the stub says path input_names=["x"], output_names=["y"],
+        # a bare tensor, not a 1-tuple: with a tuple this exporter drops input_names (the graph input becomes
+        # "input.1", which the session's feed "x" then misses); the stubs type args and f too narrowly
+        torch.onnx.export(model, torch.zeros(1, 3, size, size), buf,  # type: ignore[arg-type]
+                          input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False)
     return buf.getvalue()
 
