@@ -18,7 +18,7 @@ import numpy as np
 from earthloc import pipeline
 from earthloc.geo.footprint import haversine_km
 from earthloc.refine.evaluate import read_run
-from earthloc.refine.verify import holds
+from earthloc.refine.verify import holds, photo_centre
 
 
 def verify_run(locator, verifier, photos: list, out: Path, progress: Callable | None = None) -> list[dict]:
@@ -42,7 +42,7 @@ def verify_run(locator, verifier, photos: list, out: Path, progress: Callable | 
         rec = {"mrf": photo.mrf, "retrieval_first_hit": _first_hit(loc.candidates, lat, lon),
                "verified_first_hit": _first_hit(ver.localization.candidates, lat, lon),
                "footprint_holds_centre": bool(fp is not None and fp.contains(lat, lon)),
-               "centre_km": None if fp is None else float(haversine_km(lat, lon, *fp.centroid)),
+               "centre_km": None if fp is None else float(haversine_km(lat, lon, *photo_centre(fp))),
                "inliers": ver.inliers, "runner_up": ver.runner_up,
                "search_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3)}
         with open(out, "a", encoding="utf-8") as f:

@@ -8,12 +8,24 @@ for 6 of 32 photos, while 22 have such a DB image in the top 50. Verification re
 - every DB image is read at ``VERIFY_PX`` square and its XFeat features are extracted once per run
   (kept in memory) or read from the index's feature store (:mod:`earthloc.refine.features`);
 - photo and DB features are matched by mutual nearest neighbours (cosine >= ``MIN_COSSIM``) and a
-  homography is fitted by OpenCV's MAGSAC++ (``cv2.USAC_MAGSAC``) at each rotation; the rotation
-  with the most inliers wins, so a wrong retrieval rotation loses nothing;
-- the photo centre is projected through that homography onto the ground. The most-inlier
-  candidate says where the photo is; the candidates whose DB image holds that point come first
-  (most inliers first), then the other candidates by inliers, then the unverified ones in retrieval
-  order.
+  similarity (rotation, uniform scale, shift) is fitted by RANSAC (``cv2.estimateAffinePartial2D``)
+  at each rotation; the rotation with the most inliers wins, so a wrong retrieval rotation loses
+  nothing. Why a similarity, not a homography: on these pairs only ~5-10% of the ~300 putative
+  matches are right, and a 4-point homography sample is all-inlier with probability ~1e-5, so
+  MAGSAC++ at 1,000 iterations found a true pose by luck (the same pair gave 20 or 7 inliers with
+  descriptors differing by int8 rounding). A 2-point similarity sample is all-inlier ~100x more
+  often; ISS photos tilted up to ~50 degrees stay close enough to one over a 6 px tolerance, and the
+  refinement of the answer fits the full homography afterwards;
+- the strongest verification and the runners-up placing the photo elsewhere (``REFINE_PLACES``
+  distinct places) are refined: the DB surrounding is warped onto the photo from the verified pose
+  and matched again (:func:`earthloc.refine.homography.refine_candidate`). A true place then gives
+  tens to hundreds of inliers, a wrong one about ten: the place with most refinement inliers is the
+  answer, its refined footprint the photo's outline, and the candidates whose DB image holds the
+  ground point under the photo centre come first (most verification inliers first), then the
+  others by inliers, then the unverified ones in retrieval order. When no place refines, the
+  strongest verification reorders only if it stands out of the noise (``MIN_REORDER_INLIERS``);
+- the answer's refinement inliers and a disagreeing runner-up's give the calibrated confidence
+  (:mod:`earthloc.refine.calibration`).
 
 Homographies map *photo-frame* pixels (the unrotated photo at ``VERIFY_PX``, pixel-corner
 coordinates) to DB-image pixels at ``VERIFY_PX`` (pixel-corner coordinates, as :class:`TileBlock`).
@@ -21,12 +33,16 @@ coordinates) to DB-image pixels at ``VERIFY_PX`` (pixel-corner coordinates, as :
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
+import mercantile
 import numpy as np
+import torch
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint, haversine_km
@@ -34,13 +50,16 @@ from earthloc.records import Candidate, Localization
 from earthloc.refine.calibration import VerifyCalibration, load_verify_calibration
 from earthloc.refine.context import ContextProvider, DbContexts
 from earthloc.refine.features import VERIFY_PX, FeatureStore, LocalFeatures, XFeatExtractor, read_db_image
-from earthloc.refine.homography import photo_corners, photo_frame, project, refine_candidate
+from earthloc.refine.homography import Refinement, photo_corners, photo_frame, project, refine_candidate
 from earthloc.refine.matchers import MIN_COSSIM, Matcher, load_matcher
 
-MAGSAC_PX = 4.0  # MAGSAC++ maximum residual, px at VERIFY_PX
+RANSAC_PX = 6.0  # similarity RANSAC inlier tolerance, px at VERIFY_PX
+RANSAC_ITERS = 2000
+SCALE_RANGE = (0.1, 10.0)  # plausible photo -> DB image scale of a true match (DB images at zooms 9-14)
+MAX_TURN_DEG = 60.0  # residual rotation after the k * 90 degree turn; a true match is within +-45
 MIN_MATCHES = 8  # fewer putative matches: no homography is tried
 TOP_K = 50  # candidates verified per photo (chosen on iss_mini, see docs/results/verification.md)
-MIN_REORDER_INLIERS = 12  # a strongest verification below this (MAGSAC fits noise at ~10-14) reorders nothing
+MIN_REORDER_INLIERS = 15  # a strongest verification below this reorders nothing (noise reaches 12-15 on iss_mini)
 REFINE_MATCHER = "xfeat-mnn"  # refinement of the answer: the verification's features and matching
 
 
@@ -71,12 +90,18 @@ def photo_features(frame: np.ndarray, extractor) -> RotatedFeatures:
 
 def rotated_matches(photo: RotatedFeatures, db: LocalFeatures, min_cossim: float = MIN_COSSIM):
     """Per rotation k, indices ``(i0, i1)`` of mutual nearest neighbours (cosine >= ``min_cossim``)
-    between the photo turned by k * 90 degrees and the DB image: one matrix product for all four."""
+    between the photo turned by k * 90 degrees and the DB image: one matrix product for all four.
+
+    A forward match ``i -> j`` is mutual when ``sim[i, j]`` is the maximum of column ``j`` within its
+    rotation's rows: a column *max* is a vectorised reduction, several times faster than numpy's
+    column-wise argmax, which dominated verification before (ties count as mutual; descriptors are
+    continuous, so they do not occur in practice)."""
     d1 = np.asarray(db.descriptors, np.float32)
     if len(d1) == 0 or len(photo.stacked) == 0:
         return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(photo.rotations)
-    sim = photo.stacked @ d1.T
+    sim = photo.stacked @ d1.T  # (sum N_k, M)
     fwd = sim.argmax(1)
+    best = sim[np.arange(len(sim)), fwd]
     out, start = [], 0
     for f in photo.rotations:
         n = len(f.descriptors)
@@ -84,8 +109,9 @@ def rotated_matches(photo: RotatedFeatures, db: LocalFeatures, min_cossim: float
         if n == 0:
             out.append((i, i))
             continue
-        block, j = sim[start:start + n], fwd[start:start + n]
-        keep = (block.argmax(0)[j] == i) & (block[i, j] >= min_cossim)
+        j, v = fwd[start:start + n], best[start:start + n]
+        col_max = sim[start:start + n].max(0)
+        keep = (v >= col_max[j]) & (v >= min_cossim)
         out.append((i[keep], j[keep]))
         start += n
     return out
@@ -107,18 +133,32 @@ class Verification:
     centre: tuple[float, float] | None = None
 
 
+def fit_similarity(p0: np.ndarray, p1: np.ndarray, ransac_px: float = RANSAC_PX) -> tuple[int, np.ndarray | None]:
+    """RANSAC similarity from photo points ``p0`` to DB points ``p1`` (both (N, 2) px): ``(inliers,
+    3x3 matrix)``, or ``(0, None)`` when none is found or its scale or turn is implausible."""
+    if len(p0) < MIN_MATCHES:
+        return 0, None
+    A, mask = cv2.estimateAffinePartial2D(p0, p1, method=cv2.RANSAC, ransacReprojThreshold=ransac_px,
+                                          maxIters=RANSAC_ITERS, confidence=0.999)
+    if A is None:
+        return 0, None
+    scale = math.sqrt(abs(np.linalg.det(A[:, :2])))
+    turn = math.degrees(math.atan2(A[1, 0], A[0, 0]))
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] or abs(turn) > MAX_TURN_DEG:
+        return 0, None
+    return int(mask.sum()), np.vstack([A, [0.0, 0.0, 1.0]])
+
+
 def verify_candidate(photo: RotatedFeatures, db: LocalFeatures, candidate: Candidate,
-                     ransac_px: float = MAGSAC_PX, min_cossim: float = MIN_COSSIM) -> Verification:
+                     ransac_px: float = RANSAC_PX, min_cossim: float = MIN_COSSIM) -> Verification:
     """Match the photo's 4 rotated feature sets against ``db``; keep the rotation with most inliers."""
     w, h = photo.rotations[0].size
     best = Verification(candidate, 0, 0)
     for k, (f, (i0, i1)) in enumerate(zip(photo.rotations, rotated_matches(photo, db, min_cossim))):
         if len(i0) < MIN_MATCHES or len(i0) <= best.inliers:
             continue
-        H, mask = cv2.findHomography(f.keypoints[i0], db.keypoints[i1], cv2.USAC_MAGSAC, ransac_px,
-                                     maxIters=1000, confidence=0.999)
-        inliers = int(mask.sum()) if H is not None else 0
-        if inliers <= best.inliers:
+        inliers, H = fit_similarity(f.keypoints[i0], db.keypoints[i1], ransac_px)
+        if H is None or inliers <= best.inliers:
             continue
         Hp = H @ rotation_matrix(k, w, h)  # unrotated photo frame -> DB image
         c = Hp @ np.array([w / 2, h / 2, 1.0])
@@ -143,44 +183,68 @@ def strongest(verifications: Sequence[Verification]) -> int | None:
     return max(range(n), key=lambda i: (verifications[i].inliers, -i))
 
 
-def verified_order(verifications: Sequence[Verification], min_inliers: int = MIN_REORDER_INLIERS) -> list[int]:
-    """Indices in verified order: candidates holding the strongest verification's centre (most inliers
-    first), then the others by inliers, ties and the unverified in retrieval (input) order. When the
-    strongest has fewer than ``min_inliers``, the retrieval order stays."""
-    best = strongest(verifications)
-    if best is None or verifications[best].inliers < min_inliers:
+def order_by_place(verifications: Sequence[Verification], place: tuple[float, float] | None) -> list[int]:
+    """Indices in verified order: candidates whose DB image holds ``place`` (lat, lon) first (most
+    inliers first), then the others by inliers, ties and the unverified in retrieval (input) order;
+    the retrieval order when ``place`` is ``None``."""
+    if place is None:
         return list(range(len(verifications)))
-    lat, lon = verifications[best].centre
 
     def key(i: int) -> tuple:
         v = verifications[i]
-        return (0 if holds(v.candidate, lat, lon) else 1, -v.inliers, i)
+        return (0 if holds(v.candidate, *place) else 1, -v.inliers, i)
 
     return sorted(range(len(verifications)), key=key)
+
+
+def photo_centre(footprint: Footprint) -> tuple[float, float]:
+    """``(lat, lon)`` under the photo's centre pixel: where the diagonals of its 4-corner footprint cross.
+    A homography keeps that crossing, so it is exact when intersected in Web-Mercator metres (the
+    plane the homographies live in); the polygon's centroid is not, on oblique photos."""
+    ref = footprint.corners[0][1]
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = (
+        mercantile.xy(ref + (lon - ref + 180.0) % 360.0 - 180.0, lat) for lat, lon in footprint.corners[:4])
+    d = (x2 - x0) * (y3 - y1) - (y2 - y0) * (x3 - x1)  # corners LL, UL, UR, LR: diagonals LL-UR, UL-LR
+    if abs(d) < 1e-9:
+        return footprint.centroid
+    t = ((x1 - x0) * (y3 - y1) - (y1 - y0) * (x3 - x1)) / d
+    lon, lat = mercantile.lnglat(x0 + t * (x2 - x0), y0 + t * (y2 - y0))
+    return float(lat), float((lon + 180.0) % 360.0 - 180.0)
+
+
+DISAGREE_KM = 20.0  # two verified centres farther apart than this are different answers
+REFINE_PLACES = 4  # distinct places refined per photo (the strongest verification and 3 runners-up)
+
+
+def distinct_places(verifications: Sequence[Verification], n: int = REFINE_PLACES) -> list[int]:
+    """Up to ``n`` verified candidates, most inliers first, each placing the photo farther than
+    ``DISAGREE_KM`` from every one chosen before it (one per place: neighbours of a chosen DB image
+    say the same thing)."""
+    chosen: list[int] = []
+    for i in sorted(range(len(verifications)), key=lambda i: (-verifications[i].inliers, i)):
+        v = verifications[i]
+        if len(chosen) == n or v.centre is None:
+            break
+        if all(haversine_km(*v.centre, *verifications[j].centre) > DISAGREE_KM for j in chosen):
+            chosen.append(i)
+    return chosen
 
 
 @dataclass(frozen=True)
 class Verified:
     """A verified localisation: ``localization`` (candidates re-ranked, answer first; refined footprint,
-    ``confidence``, ``inliers``, ``verified`` set) and the checks, in the new order."""
+    ``confidence``, ``inliers``, ``verified`` set) and the checks, in the new order.
+
+    ``inliers``: the answer's inliers at refinement (0 when no place refined); ``runner_up``: the most
+    refinement inliers of a place farther than ``DISAGREE_KM`` from the answer. A true place gives
+    tens to hundreds of refinement inliers on iss_mini, a wrong one at most ~10: the calibrated
+    confidence is a function of these two.
+    """
 
     localization: Localization
     verifications: tuple[Verification, ...]
-    inliers: int  # of the strongest verification (the one that placed the photo)
-    runner_up: int  # inliers of the strongest verification placing the photo elsewhere
-
-
-DISAGREE_KM = 20.0  # two verified centres farther apart than this are different answers
-
-
-def runner_up_inliers(verifications: Sequence[Verification], best: int | None) -> int:
-    """Inliers of the strongest verification placing the photo farther than ``DISAGREE_KM`` from ``best``'s."""
-    if best is None:
-        return 0
-    lat, lon = verifications[best].centre
-    return max((v.inliers for v in verifications
-                if v.centre is not None
-                and haversine_km(lat, lon, *v.centre) > DISAGREE_KM), default=0)
+    inliers: int
+    runner_up: int
 
 
 class DbFeatures:
@@ -201,20 +265,40 @@ class DbFeatures:
         return self._memory[path]
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` PyTorch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# PyTorch threads while verifying. XFeat on 512-px images and the small descriptor products gain
+# nothing from a second thread and lose much when another process holds a core (OpenMP workers spin
+# at every barrier): on the 2-core reference machine a locate took 1.1 s/photo at 1 thread against
+# 2.8 s at 2 (quiet), and 2.1 s against 8.4 s beside one busy process (docs/results/verification.md).
+VERIFY_THREADS = 1
+
+
 class Verifier:
     """Verifies, re-ranks and refines the candidates of localisations whose DB images are on disk.
 
-    ``top_k``: candidates verified per photo; ``refiner``: iterative refinement of the answer
-    (:func:`earthloc.refine.homography.refine_candidate` against its 3x3 DB surrounding), started
-    from the verified homography; ``calibration``: turns the answer's inliers and its margin over a
-    disagreeing runner-up into ``confidence`` and ``verified``.
+    ``top_k``: candidates verified per photo; ``matcher`` + ``contexts``: iterative refinement
+    (:func:`earthloc.refine.homography.refine_candidate` against the 3x3 DB surrounding, started from
+    the verified homography) of the ``refine_places`` strongest distinct places; ``calibration``:
+    turns the answer's refinement inliers and a disagreeing runner-up's into ``confidence`` and
+    ``verified``.
     """
 
     def __init__(self, db_features: DbFeatures, contexts: ContextProvider | None = None,
                  matcher: Matcher | None = None, calibration: VerifyCalibration | None = None,
-                 top_k: int = TOP_K, refine_iterations: int = 2):
+                 top_k: int = TOP_K, refine_iterations: int = 2, refine_places: int = REFINE_PLACES):
         self.db, self.contexts, self.matcher = db_features, contexts, matcher
         self.calibration, self.top_k, self.refine_iterations = calibration, top_k, refine_iterations
+        self.refine_places = refine_places
 
     @classmethod
     def open(cls, db_dir: Path | None, index_dir: Path | None = None, top_k: int = TOP_K,
@@ -231,41 +315,70 @@ class Verifier:
     def verify(self, loc: Localization, photo: np.ndarray, on_stage: Callable[[str], None] = lambda stage: None) -> Verified:
         """Verify the first ``top_k`` candidates of ``loc`` against the RGB ``photo``, re-rank them and
         refine the answer; ``on_stage`` is told "verifying" and "refining" as each is done."""
+        with torch_threads(VERIFY_THREADS):
+            return self._verify(loc, photo, on_stage)
+
+    def _verify(self, loc: Localization, photo: np.ndarray, on_stage: Callable[[str], None]) -> Verified:
         if loc.error or not loc.candidates:
             return Verified(replace(loc, inliers=0), (), 0, 0)
         frame = photo_frame(photo, VERIFY_PX)
         feats = photo_features(frame, self.db.extractor)
         head = loc.candidates[:self.top_k]
         checks = [verify_candidate(feats, self.db.get(c.path), c) if c.path else Verification(c, 0, 0) for c in head]
-        top = strongest(checks)
-        runner = runner_up_inliers(checks, top)
-        ranked = tuple(checks[i] for i in verified_order(checks))
-        inliers = checks[top].inliers if top is not None else 0
         on_stage("verifying")
-        footprint = self._footprint(frame, checks[top]) if top is not None else None
+        # Refine the strongest verification and the runners-up placing the photo elsewhere: warped onto
+        # the photo, a true place gives tens to hundreds of inliers, a wrong one ~10, which the cheap
+        # check (12-15 on noise) cannot tell apart. The most refinement inliers wins.
+        refined = [(i, r) for i in distinct_places(checks, self.refine_places)
+                   if (r := self._refine(frame, checks[i], feats.rotations[0])) is not None and r.accepted]
         on_stage("refining")
+        if refined:
+            win, ref = max(refined, key=lambda t: (t[1].inliers, checks[t[0]].inliers))
+            footprint, inliers = ref.footprint, ref.inliers
+            place = photo_centre(footprint)
+            runner = max((r.inliers for i, r in refined
+                          if haversine_km(*place, *photo_centre(r.footprint)) > DISAGREE_KM), default=0)
+        else:  # nothing refined: the strongest verification's own outline, if it stands out of the noise
+            top = strongest(checks)
+            footprint = self._outline(frame, checks[top]) if top is not None else None
+            inliers, runner = 0, 0
+            place = checks[top].centre if top is not None and checks[top].inliers >= MIN_REORDER_INLIERS else None
+        ranked = tuple(checks[i] for i in order_by_place(checks, place))
+        if refined:  # DB images showing the answer's place show it at the answer's rotation (theirs may be noise)
+            turn = checks[win].candidate.rotation_deg
+            ranked = tuple(replace(v, candidate=replace(v.candidate, rotation_deg=turn))
+                           if holds(v.candidate, *place) else v for v in ranked)
         conf = verified = None
         if self.calibration is not None:
             conf = self.calibration.probability(inliers, runner) if footprint is not None else 0.0
             verified = bool(footprint is not None and conf >= self.calibration.threshold)
+        shown = inliers or max((c.inliers for c in checks), default=0)
         new = replace(loc, candidates=tuple(v.candidate for v in ranked) + loc.candidates[self.top_k:],
-                      refined_footprint=footprint, inliers=inliers, confidence=conf, verified=verified)
+                      refined_footprint=footprint, inliers=shown, confidence=conf, verified=verified)
         return Verified(new, ranked, inliers, runner)
 
-    def _footprint(self, frame: np.ndarray, best: Verification) -> Footprint:
-        """The answer's footprint: refined against its DB surrounding from the verified homography, or
-        the verified homography's own outline when refinement is off or fails."""
+    def _refine(self, frame: np.ndarray, check: Verification, upright: LocalFeatures) -> Refinement | None:
+        """Refine one verified candidate against its 3x3 DB surrounding, starting from the verified
+        homography; ``None`` when refinement is off or the surrounding is missing. ``upright``: the
+        photo frame's XFeat features, reused when the refinement matches with XFeat too."""
+        if self.matcher is None or self.contexts is None or check.homography is None:
+            return None
+        ctx = self.contexts.context(check.candidate)
+        if ctx is None:
+            return None
+        cell = ctx.image.shape[1] / 3  # the candidate is the middle of the 3x3 surrounding
+        s = cell / VERIFY_PX
+        H0 = np.array([[s, 0, cell], [0, s, cell], [0, 0, 1]]) @ check.homography
+        f0 = None
+        if self.matcher.name == "xfeat-mnn":  # same extractor: reuse (it wants pixel indices)
+            f0 = (upright.keypoints - 0.5, np.asarray(upright.descriptors, np.float32))
+        return refine_candidate(frame, check.candidate, ctx, self.matcher, photo_features=f0,
+                                iterations=self.refine_iterations, H0=H0)
+
+    @staticmethod
+    def _outline(frame: np.ndarray, check: Verification) -> Footprint:
+        """The photo outline on the ground through the verified homography (no refinement)."""
         h, w = frame.shape[:2]
-        cand = best.candidate
-        if self.matcher is not None and self.contexts is not None:
-            ctx = self.contexts.context(cand)
-            if ctx is not None:
-                cell = ctx.image.shape[1] / 3  # the candidate is the middle of the 3x3 surrounding
-                s = cell / VERIFY_PX
-                H0 = np.array([[s, 0, cell], [0, s, cell], [0, 0, 1]]) @ best.homography
-                ref = refine_candidate(frame, cand, ctx, self.matcher, iterations=self.refine_iterations, H0=H0)
-                if ref.accepted:
-                    return ref.footprint
-        quad = project(best.homography, photo_corners(w, h))
-        lon, lat = cand.tile.pixel_to_lonlat(quad[:, 0], quad[:, 1], VERIFY_PX, VERIFY_PX)
+        quad = project(check.homography, photo_corners(w, h))
+        lon, lat = check.candidate.tile.pixel_to_lonlat(quad[:, 0], quad[:, 1], VERIFY_PX, VERIFY_PX)
         return Footprint(tuple((float(lat[i]), float(lon[i])) for i in (3, 0, 1, 2)))

@@ -22,7 +22,17 @@ from earthloc.refine.matchers import load_matcher
 from earthloc.refine.rerank import load_photo_rgb
 from earthloc.refine.verify import DbFeatures, Verifier, XFeatExtractor, holds
 
-PHOTO, TRUE_TILE, NASA_CENTRE = "ISS050-E-70536", TileBlock(14, 6410, 9928), (36.4, 38.2)
+PHOTO, TRUE_TILE = "ISS050-E-70536", TileBlock(14, 6410, 9928)
+# NASA's centre point is rounded to 0.1 degree (36.4, 38.2); the mean of its precise footprint corners
+# lies 3 km east of it, on the next DB image (TileBlock(14, 6410, 9932)), which is the true answer
+NASA_CORNERS = ((36.442466, 38.15737), (36.354415, 38.146882), (36.331683, 38.308599), (36.419734, 38.319087))
+NASA_CENTRE = (float(np.mean([c[0] for c in NASA_CORNERS])), float(np.mean([c[1] for c in NASA_CORNERS])))
+
+
+def shows_centre(c: Candidate) -> bool:
+    """The candidate's DB image holds the photo centre or a point within 0.9 km east or west of it: the
+    centre lies 50 m from the border between two DB images, either is a right answer."""
+    return any(holds(c, NASA_CENTRE[0], NASA_CENTRE[1] + d) for d in (-0.01, 0.0, 0.01))
 ELSEWHERE = [TileBlock(14, r, c) for r in (6318, 6320) for c in (2620, 2622)]  # San Francisco Bay
 RUN = Path(__file__).parents[2] / "docs" / "results" / "verify_run.jsonl"
 
@@ -67,11 +77,11 @@ def wrong_order(db: Path) -> Localization:
 
 def test_verification_puts_a_true_match_first_and_refines_it(db, verifier, photo):
     loc = wrong_order(db)
-    assert not holds(loc.candidates[0], *NASA_CENTRE)
+    assert not shows_centre(loc.candidates[0])
     out = verifier.verify(loc, load_photo_rgb(photo.path))
     first = out.localization.candidates[0]
-    assert holds(first, *NASA_CENTRE) and first.rotation_deg == 0
-    assert out.inliers >= 40 and out.runner_up < out.inliers / 2
+    assert shows_centre(first) and first.rotation_deg == 0
+    assert out.inliers >= 30 and out.runner_up < out.inliers / 2  # noise reaches 12-15 similarity inliers
     assert out.localization.refined_footprint.contains(*NASA_CENTRE)
     assert out.localization.verified is True and out.localization.confidence >= 0.8
     # the wrong places did not verify: every place holding NASA's centre now comes before them
@@ -84,7 +94,7 @@ def test_a_photo_turned_by_90_degrees_still_verifies(db, verifier, photo):
     rgb = np.rot90(load_photo_rgb(photo.path), 1)  # counter-clockwise: the DB image turned by 90 matches it
     out = verifier.verify(wrong_order(db), rgb)
     first = out.localization.candidates[0]
-    assert holds(first, *NASA_CENTRE) and first.rotation_deg == 90
+    assert shows_centre(first) and first.rotation_deg == 90
     assert out.localization.refined_footprint.contains(*NASA_CENTRE)
 
 
@@ -104,7 +114,7 @@ def test_feature_store_serves_the_same_features(db, photo):
     # verification through the store gives the same answer
     v = Verifier(DbFeatures(XFeatExtractor(), store), top_k=50, calibration=load_verify_calibration())
     out = v.verify(wrong_order(db), load_photo_rgb(photo.path))
-    assert holds(out.localization.candidates[0], *NASA_CENTRE)
+    assert shows_centre(out.localization.candidates[0])
 
 
 def test_pipeline_writes_the_verified_record_and_a_rerun_reuses_it(db, photo, tmp_path, monkeypatch):
@@ -116,7 +126,7 @@ def test_pipeline_writes_the_verified_record_and_a_rerun_reuses_it(db, photo, tm
     progress = tmp_path / "run.jsonl"
     loc = localize(locator, [photo], options, progress, on_event=lambda s, n, t: events.append(s))[0]
     assert events == ["decoding", "encoding", "searching", "verifying", "refining", "done"]
-    assert len(loc.candidates) == 3 and holds(loc.candidates[0], *NASA_CENTRE)
+    assert len(loc.candidates) == 3 and shows_centre(loc.candidates[0])
     assert loc.verified is True and loc.refined_footprint.contains(*NASA_CENTRE)
     record = json.loads(progress.read_text().splitlines()[-1])
     assert record["verified"] is True and record["inliers"] == loc.inliers
@@ -134,3 +144,53 @@ def test_shipped_calibration_is_the_fit_of_the_recorded_run_and_confident_answer
     assert shipped.threshold == pytest.approx(cal.threshold) and shipped.intercept == pytest.approx(cal.intercept)
     # leave one photo out: fitted and thresholded on the 31 others, the held-out confident answers are right
     assert cal.loo_confident >= 5 and cal.loo_correct / cal.loo_confident >= 0.95
+
+
+def test_similarity_ransac_finds_a_pose_hidden_among_90_percent_outliers():
+    # 30 true matches under a known similarity (turn 20 degrees, scale 0.6, shift) among 270 random ones:
+    # the inlier ratio of the real hard pairs, where a 4-point homography sample rarely hits
+    from earthloc.refine.verify import fit_similarity
+
+    rng = np.random.default_rng(0)
+    a, s = np.radians(20), 0.6
+    A = np.array([[s * np.cos(a), -s * np.sin(a), 100], [s * np.sin(a), s * np.cos(a), 40]])
+    p0 = rng.uniform(0, 512, (300, 2)).astype(np.float32)
+    p1 = rng.uniform(0, 512, (300, 2)).astype(np.float32)
+    p1[:30] = p0[:30] @ A[:, :2].T + A[:, 2] + rng.normal(0, 1, (30, 2))
+    inliers, H = fit_similarity(p0, p1)
+    assert 28 <= inliers <= 40 and np.allclose(H[:2], A, atol=[[0.02, 0.02, 3], [0.02, 0.02, 3]])
+    # the same pose at an implausible scale (a 512-px photo onto 20 DB pixels) is refused
+    p1[:30] = p0[:30] * 0.04
+    assert fit_similarity(p0, p1)[1] is None or fit_similarity(p0, p1)[0] < 20
+
+
+def test_photo_centre_is_where_the_footprint_diagonals_cross():
+    from earthloc.refine.verify import photo_centre
+
+    box = Footprint.from_bounds(10.0, 40.0, 12.0, 42.0)
+    lat, lon = photo_centre(box)
+    assert lon == pytest.approx(11.0) and 40.0 < lat < 42.0 and lat > Footprint.from_bounds(10, 40, 12, 42).centroid[0] - 0.1
+    # an oblique photo: a trapezoid wide at the far (north) side; the crossing lies south of the centroid
+    trapezoid = Footprint(((40.0, 10.5), (42.0, 9.0), (42.0, 13.0), (40.0, 11.5)))
+    assert photo_centre(trapezoid)[0] < trapezoid.centroid[0]
+
+
+def test_distinct_places_keeps_one_verification_per_place():
+    from earthloc.refine.verify import Verification, distinct_places
+
+    c = [Candidate(TileBlock(14, 6410, 9928), 2018, 0, 0.0, Footprint(TRUE_TILE.corners), None)] * 4
+    vs = [Verification(c[0], 30, 50, None, (36.40, 38.20)), Verification(c[1], 40, 60, None, (36.45, 38.25)),
+          Verification(c[2], 20, 40, None, (10.0, 10.0)), Verification(c[3], 0, 5)]
+    assert distinct_places(vs, 4) == [1, 2]  # 0 is 7 km from 1: the same place; 3 did not verify
+    assert distinct_places(vs, 1) == [1]
+
+
+def test_verification_runs_single_threaded_and_restores_the_thread_count():
+    import torch
+
+    from earthloc.refine.verify import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
