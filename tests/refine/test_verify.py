@@ -194,3 +194,12 @@ def test_verification_runs_single_threaded_and_restores_the_thread_count():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_db_features_without_a_store_keep_only_the_most_recent_images(db):
+    paths = [c.path for c in wrong_order(db).candidates[:3]]
+    feats = DbFeatures(XFeatExtractor(), keep=2)
+    first = feats.get(paths[0])
+    assert feats.get(paths[0]) is first  # kept
+    feats.get(paths[1]), feats.get(paths[2])  # the third evicts the least recently used (paths[0])
+    assert feats.get(paths[0]) is not first and np.array_equal(feats.get(paths[0]).keypoints, first.keypoints)
