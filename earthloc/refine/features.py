@@ -118,6 +118,8 @@ class FeatureStore:
         return cls(root, _paths(Path(index_dir), Path(db_dir)))
 
     def get(self, path: str) -> LocalFeatures | None:
+        """The stored features of the DB image at absolute ``path`` (descriptors back to unit float),
+        ``None`` when the index has no row for it."""
         i = self._row.get(str(path))
         if i is None:
             return None

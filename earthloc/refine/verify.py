@@ -42,7 +42,6 @@ from pathlib import Path
 import cv2
 import mercantile
 import numpy as np
-import torch
 
 from earthloc.errors import InputError
 from earthloc.geo.footprint import Footprint, haversine_km
@@ -227,14 +226,14 @@ def distinct_places(verifications: Sequence[Verification], n: int = REFINE_PLACE
     """Up to ``n`` verified candidates, most inliers first, each placing the photo farther than
     ``DISAGREE_KM`` from every one chosen before it (one per place: neighbours of a chosen DB image
     say the same thing)."""
-    chosen: list[int] = []
+    chosen: list[tuple[int, tuple[float, float]]] = []
     for i in sorted(range(len(verifications)), key=lambda i: (-verifications[i].inliers, i)):
-        v = verifications[i]
-        if len(chosen) == n or v.centre is None:
+        centre = verifications[i].centre
+        if len(chosen) == n or centre is None:
             break
-        if all(haversine_km(*v.centre, *verifications[j].centre) > DISAGREE_KM for j in chosen):
-            chosen.append(i)
-    return chosen
+        if all(haversine_km(*centre, *c) > DISAGREE_KM for _, c in chosen):
+            chosen.append((i, centre))
+    return [i for i, _ in chosen]
 
 
 @dataclass(frozen=True)
@@ -331,25 +330,27 @@ class Verifier:
         # Refine the strongest verification and the runners-up placing the photo elsewhere: warped onto
         # the photo, a true place gives tens to hundreds of inliers, a wrong one ~10, which the cheap
         # check (12-15 on noise) cannot tell apart. The most refinement inliers wins.
-        refined = [(i, r) for i in distinct_places(checks, self.refine_places)
-                   if (r := self._refine(frame, checks[i], feats.rotations[0])) is not None and r.accepted]
+        refined = [(i, r, r.footprint) for i in distinct_places(checks, self.refine_places)
+                   if (r := self._refine(frame, checks[i], feats.rotations[0])) is not None
+                   and r.accepted and r.footprint is not None]
         on_stage("refining")
+        place: tuple[float, float] | None
+        footprint: Footprint | None
         if refined:
-            win, ref = max(refined, key=lambda t: (t[1].inliers, checks[t[0]].inliers))
-            footprint, inliers = ref.footprint, ref.inliers
-            place = photo_centre(footprint)
-            runner = max((r.inliers for i, r in refined
-                          if haversine_km(*place, *photo_centre(r.footprint)) > DISAGREE_KM), default=0)
+            win, ref, footprint = max(refined, key=lambda t: (t[1].inliers, checks[t[0]].inliers))
+            inliers, place = ref.inliers, photo_centre(footprint)
+            runner = max((r.inliers for _, r, fp in refined
+                          if haversine_km(*place, *photo_centre(fp)) > DISAGREE_KM), default=0)
         else:  # nothing refined: the strongest verification's own outline, if it stands out of the noise
             top = strongest(checks)
-            footprint = self._outline(frame, checks[top]) if top is not None else None
+            footprint = self._outline(frame, checks[top]) if top is not None else None  # top verified: has H
             inliers, runner = 0, 0
             place = checks[top].centre if top is not None and checks[top].inliers >= MIN_REORDER_INLIERS else None
         ranked = tuple(checks[i] for i in order_by_place(checks, place))
-        if refined:  # DB images showing the answer's place show it at the answer's rotation (theirs may be noise)
-            turn = checks[win].candidate.rotation_deg
+        if refined and place is not None:  # DB images showing the answer's place show it at its rotation
+            turn, (lat, lon) = checks[win].candidate.rotation_deg, place
             ranked = tuple(replace(v, candidate=replace(v.candidate, rotation_deg=turn))
-                           if holds(v.candidate, *place) else v for v in ranked)
+                           if holds(v.candidate, lat, lon) else v for v in ranked)
         conf = verified = None
         if self.calibration is not None:
             conf = self.calibration.probability(inliers, runner) if footprint is not None else 0.0
@@ -381,6 +382,7 @@ class Verifier:
     def _outline(frame: np.ndarray, check: Verification) -> Footprint:
         """The photo outline on the ground through the verified homography (no refinement)."""
         h, w = frame.shape[:2]
+        assert check.homography is not None, "only verified candidates have an outline"
         quad = project(check.homography, photo_corners(w, h))
         lon, lat = check.candidate.tile.pixel_to_lonlat(quad[:, 0], quad[:, 1], VERIFY_PX, VERIFY_PX)
         return Footprint(tuple((float(lat[i]), float(lon[i])) for i in (3, 0, 1, 2)))
