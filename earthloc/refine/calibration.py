@@ -105,7 +105,7 @@ class VerifyCalibration:
     """``P(answer footprint holds the true centre) = sigmoid(intercept + coef_inliers * log1p(inliers)
     + coef_runner_up * log1p(runner_up))``; ``verified`` when it reaches ``threshold``.
 
-    ``inliers``: the strongest verification's MAGSAC inliers; ``runner_up``: inliers of the strongest
+    ``inliers``: the answer's inliers at refinement; ``runner_up``: refinement inliers of the strongest
     one that places the photo elsewhere (a second, disagreeing answer). Fitted per photo on iss_mini;
     ``loo_*``: the leave-one-photo-out figures (fit and threshold on the other photos).
     """
