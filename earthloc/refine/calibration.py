@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from earthloc.atomic import write_text
 from earthloc.errors import InputError
@@ -38,6 +39,7 @@ class Calibration:
     data: str = ""
 
     def probability(self, inliers: float | np.ndarray) -> float | np.ndarray:
+        """Fitted P(correct) for an inlier count (float) or an array of them (same shape)."""
         z = self.intercept + self.coef * np.asarray(inliers, dtype=np.float64)
         p = 1.0 / (1.0 + np.exp(-z))
         return float(p) if np.ndim(p) == 0 else p
@@ -48,6 +50,7 @@ class Calibration:
         return dataclasses.replace(ref, confidence=conf)
 
     def confident(self, inliers: int) -> bool:
+        """Whether ``inliers`` reaches the threshold of the chosen precision."""
         return inliers >= self.threshold_inliers
 
 
@@ -58,8 +61,6 @@ def fit_calibration(inliers: np.ndarray, correct: np.ndarray, matcher: str, prec
     Uses scikit-learn's L2-regularised logistic regression (C=1), which stays finite when the classes
     separate perfectly, as they nearly do here.
     """
-    from sklearn.linear_model import LogisticRegression
-
     x = np.asarray(inliers, np.float64).reshape(-1, 1)
     y = np.asarray(correct, bool)
     if y.all() or not y.any():
@@ -122,6 +123,7 @@ class VerifyCalibration:
     data: str = ""
 
     def probability(self, inliers: float, runner_up: float) -> float:
+        """Fitted P(answer right) for the answer's and the runner-up's refinement inlier counts."""
         z = self.intercept + self.coef_inliers * math.log1p(inliers) + self.coef_runner_up * math.log1p(runner_up)
         return 1.0 / (1.0 + math.exp(-z))
 
@@ -143,8 +145,6 @@ def precision_threshold(prob: np.ndarray, correct: np.ndarray, precision: float)
 def fit_verify_calibration(inliers, runner_up, correct, precision: float = 0.95, data: str = "") -> VerifyCalibration:
     """Logistic fit (scikit-learn, L2, C=1) of per-photo ``correct`` on the two verification features,
     its precision threshold, and the leave-one-photo-out evaluation of both."""
-    from sklearn.linear_model import LogisticRegression
-
     x, y = _verify_x(inliers, runner_up), np.asarray(correct, bool)
     if y.all() or not y.any():
         raise InputError("calibration data", f"needs both right and wrong answers ({y.sum()} of {len(y)} right)")

