@@ -19,14 +19,14 @@ import time
 import torch
 
 from benchmarks._record import record
-from earthloc.config import data_dir
 from earthloc.models.fast import make_runner, resolve_path
 from earthloc.models.preprocess import load_image, to_tensor
 from earthloc.models.registry import load_model
+from earthloc.sources.iss_mini import IssMini
 
 
 def _batch(model, n: int) -> torch.Tensor:
-    files = sorted((data_dir() / "iss_mini" / "contexts").glob("*.jpg"))[:: 7][:n]
+    files = sorted(c.path for c in IssMini.open().contexts())[:: 7][:n]  # the real context mosaics
     return torch.stack([to_tensor(load_image(f), prep=model.preprocessing) for f in files])
 
 

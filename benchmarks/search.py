@@ -131,16 +131,15 @@ def bytes_per_place(rng: np.random.Generator) -> dict[str, float]:
 def recall_cost(out_dir: Path) -> dict[str, dict[str, float]]:
     """Recall@10 (and top-1 agreement) of fp16 / PQ against exact fp32, on real descriptors."""
     from earthloc.demo import run_demo
-    from earthloc.photos import load_photos
     from earthloc.pipeline import open_locator
+    from earthloc.sources.iss_mini import IssMini
 
     if not (out_dir / "index" / "index.json").is_file():
         run_demo(out_dir, progress=False)
     locator = open_locator(out_dir / "index", "lite0-gem")
     exact = locator.index
     vecs = exact.vectors(0, exact.faiss.ntotal)[:, None, :]
-    root = data_dir() / "iss_mini"
-    photos = [p for p in load_photos(root / "queries.csv", root / "queries") if p.path]
+    photos = [p for p in IssMini.open().photos() if p.path]
     qphotos = locator.encode([p.path for p in photos])  # (32, 4, D)
     rng = np.random.default_rng(5)
     qdb = vecs[rng.choice(len(vecs), min(500, len(vecs)), replace=False)]  # (500, 1, D)

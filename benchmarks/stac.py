@@ -35,8 +35,8 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from benchmarks._record import record
-from earthloc.config import data_dir
 from earthloc.geo.tiles import TileBlock
+from earthloc.sources.iss_mini import IssMini
 from earthloc.sources.stac import _PYSTAC_LOCK, Budget, StacSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -78,7 +78,8 @@ class WholeSceneSource(StacSource):
 
 def make_scenes(n_dates: int) -> list:
     """``n_dates`` scenes of the real context; clouds (SCL 9) painted into every other date."""
-    img = np.asarray(Image.open(data_dir() / "iss_mini" / "contexts" / f"{CONTEXT}.jpg").convert("RGB"))
+    path = next(c.path for c in IssMini.open().contexts() if c.path.stem == CONTEXT)
+    img = np.asarray(Image.open(path).convert("RGB"))
     m_tile = 2 * math.pi * 6378137 / 2**Z
     nw = mercantile.xy_bounds(COL0, ROW0, Z)
     px = m_tile / (img.shape[0] / 12)

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 from benchmarks._record import record
-from earthloc.config import data_dir
-from earthloc.photos import load_photos
 from earthloc.pipeline import LocateOptions, localize, open_locator
 from earthloc.refine.verify import holds
+from earthloc.sources.iss_mini import IssMini
 
 
 def seconds_per_photo(locator, photos, options: LocateOptions) -> tuple[float, int]:
@@ -45,8 +44,7 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the figures to docs/benchmarks.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    root = data_dir() / "iss_mini"
-    photos = load_photos(root / "queries.csv", root / "queries")[:args.photos]
+    photos = IssMini.open().photos()[:args.photos]
     locator = open_locator(args.index)
     store = (args.index / "local_features" / "meta.json").is_file()
     load = os.getloadavg()[0]
