@@ -134,11 +134,15 @@ def _verify_x(inliers: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
 
 def precision_threshold(prob: np.ndarray, correct: np.ndarray, precision: float) -> float:
     """Smallest probability ``t`` such that the photos at or above ANY threshold >= t are right at least
-    ``precision`` of the time (1.0 + eps, i.e. nothing confident, when no threshold qualifies)."""
+    ``precision`` of the time (1.0 + eps, i.e. nothing confident, when no threshold qualifies).
+
+    ``prob`` and ``correct``: (N,) per photo. Photos with equal probabilities are on the same side of
+    every threshold, so a threshold can only cut after the last of a tie."""
     order = np.argsort(-prob, kind="stable")
     p, y = prob[order], np.asarray(correct, bool)[order]
     prec = np.cumsum(y) / np.arange(1, len(y) + 1)
-    ok = np.flatnonzero(np.minimum.accumulate(prec >= precision))  # prefix where every cut qualifies
+    cut = np.r_[p[1:] != p[:-1], True]  # the positions a threshold can cut after: the end of each tie
+    ok = np.flatnonzero(np.minimum.accumulate((prec >= precision) | ~cut) & cut)  # prefix where every cut qualifies
     return float(p[ok[-1]]) if len(ok) else 1.0 + 1e-9
 
 

@@ -16,7 +16,7 @@ from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.photos import load_photos
 from earthloc.records import Candidate, Localization
-from earthloc.refine.calibration import fit_verify_calibration, load_verify_calibration
+from earthloc.refine.calibration import load_verify_calibration
 from earthloc.refine.context import DbContexts
 from earthloc.refine.matchers import load_matcher
 from earthloc.refine.rerank import load_photo_rgb
@@ -34,7 +34,6 @@ def shows_centre(c: Candidate) -> bool:
     centre lies 50 m from the border between two DB images, either is a right answer."""
     return any(holds(c, NASA_CENTRE[0], NASA_CENTRE[1] + d) for d in (-0.01, 0.0, 0.01))
 ELSEWHERE = [TileBlock(14, r, c) for r in (6318, 6320) for c in (2620, 2622)]  # San Francisco Bay
-RUN = Path(__file__).parents[2] / "docs" / "results" / "verify_run.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -133,17 +132,6 @@ def test_pipeline_writes_the_verified_record_and_a_rerun_reuses_it(db, photo, tm
     monkeypatch.setattr(Verifier, "verify", lambda *a, **k: pytest.fail("verified again"))
     again = localize(locator, [photo], options, progress)[0]
     assert again == loc and len(progress.read_text().splitlines()) == 1
-
-
-def test_shipped_calibration_is_the_fit_of_the_recorded_run_and_confident_answers_are_right():
-    recs = [json.loads(line) for line in RUN.read_text().splitlines()]
-    assert len(recs) == 32
-    cal = fit_verify_calibration([r["inliers"] for r in recs], [r["runner_up"] for r in recs],
-                                 [r["footprint_holds_centre"] for r in recs], 0.95)
-    shipped = load_verify_calibration()
-    assert shipped.threshold == pytest.approx(cal.threshold) and shipped.intercept == pytest.approx(cal.intercept)
-    # leave one photo out: fitted and thresholded on the 31 others, the held-out confident answers are right
-    assert cal.loo_confident >= 5 and cal.loo_correct / cal.loo_confident >= 0.95
 
 
 def test_similarity_ransac_finds_a_pose_hidden_among_90_percent_outliers():
