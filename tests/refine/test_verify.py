@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import earthloc.refine.verify
 from earthloc.geo.footprint import Footprint
 from earthloc.geo.tiles import TileBlock
 from earthloc.photos import load_photos
@@ -97,20 +96,12 @@ def test_a_photo_turned_by_90_degrees_still_verifies(db, verifier, photo):
     assert out.localization.refined_footprint.contains(*NASA_CENTRE)
 
 
-def test_feature_store_serves_the_same_features(db, photo):
-    from earthloc.refine.features import FeatureStore, build_store, bytes_per_image
+def test_verification_through_the_feature_store_gives_the_same_answer(db, photo):
+    # the store itself (resume, size, fidelity): tests/refine/test_features.py
+    from earthloc.refine.features import FeatureStore, build_store
 
     build_store(db / "ix", db / "db", progress=False)
     store = FeatureStore.open(db / "ix", db / "db")
-    path = wrong_order(db).candidates[-1].path
-    fresh = XFeatExtractor()(earthloc.refine.verify.read_db_image(path))
-    got = store.get(path)
-    assert np.allclose(got.keypoints, fresh.keypoints, atol=0.05)
-    cos = (got.descriptors.astype(np.float32) * fresh.descriptors.astype(np.float32)).sum(1)
-    assert cos.min() > 0.99  # int8 storage
-    size = sum(f.stat().st_size for f in (db / "ix" / "local_features").glob("*.npy"))
-    assert size <= 13 * bytes_per_image() + 3 * 256  # 3 small .npy headers
-    # verification through the store gives the same answer
     v = Verifier(DbFeatures(XFeatExtractor(), store), top_k=50, calibration=load_verify_calibration())
     out = v.verify(wrong_order(db), load_photo_rgb(photo.path))
     assert shows_centre(out.localization.candidates[0])
