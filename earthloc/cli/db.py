@@ -192,7 +192,7 @@ def verify(
     workers: int = typer.Option(4, "--workers", min=1, help="Images checked in parallel."),
 ) -> None:
     """Decode every DB image and check it against the manifest; exit 0 only when all are good (else 1)."""
-    from earthloc.db.verify import verify_db
+    from earthloc.db.integrity import verify_db
 
     rep = verify_db(db, workers=workers)
     for path, problem in rep.problems[:50]:

@@ -51,7 +51,7 @@ from earthloc.photos import parse_utc, photo_from_file
 from earthloc.pipeline import LocateOptions, locate_one, open_locator
 from earthloc.records import Localization, Photo
 from earthloc.service.jobs import JobQueue, QueueFull
-from earthloc.service.tiles import DbTiles
+from earthloc.service.map_tiles import DbTiles
 
 log = logging.getLogger("earthloc.service")
 STATIC = Path(__file__).with_name("static")

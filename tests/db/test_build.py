@@ -98,7 +98,7 @@ def test_rerun_resumes_and_rewrites_only_missing_images(mini, tmp_path):
 
 def test_smaller_images_keep_the_footprint_and_one_size_per_folder(mini, shared_data, tmp_path):
     """--size 256: the same 512-px context crop, scaled down to 256 px; resuming with another size refuses."""
-    from earthloc.db.verify import verify_db
+    from earthloc.db.integrity import verify_db
     from earthloc.errors import InputError
 
     row, ctx = _context(shared_data, "10_0392_0638")

@@ -7,7 +7,7 @@ import shutil
 
 from earthloc.db import manifest
 from earthloc.db.build import build_db
-from earthloc.db.verify import verify_db
+from earthloc.db.integrity import verify_db
 from earthloc.geo.tiles import TileBlock
 
 PLACES = [TileBlock(12, 1164 + dr, 2526 + dc) for dr in (0, 2) for dc in (0, 2)]  # inside context 12_1164_2526

@@ -12,7 +12,7 @@ from PIL import Image
 
 from earthloc.db.build import build_db
 from earthloc.geo.tiles import TileBlock
-from earthloc.service.tiles import OVERVIEW_LEVELS, DbTiles
+from earthloc.service.map_tiles import OVERVIEW_LEVELS, DbTiles
 from earthloc.sources.iss_mini import IssMini
 
 
