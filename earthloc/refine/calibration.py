@@ -76,14 +76,19 @@ def fit_calibration(inliers: np.ndarray, correct: np.ndarray, matcher: str, prec
 
 def load_calibration(matcher: str, path: Path | None = None) -> Calibration | None:
     """The stored calibration for ``matcher``, or ``None`` when that matcher was never calibrated."""
+    return _read_entry(path, lambda table: table.get("matchers", {}).get(matcher), Calibration)
+
+
+def _read_entry(path: Path | None, pick, make):
+    """``make(**entry)`` for the entry ``pick(table)`` of the calibration JSON at ``path`` (default: the
+    shipped file); ``None`` when the file or the entry is missing; a damaged file -> :class:`InputError`."""
     path = Path(path or CALIBRATION_PATH)
     if not path.is_file():
         return None
     try:
-        table = json.loads(path.read_text())
-        entry = table.get("matchers", {}).get(matcher)
-        return None if entry is None else Calibration(**entry)
-    except (ValueError, TypeError) as err:
+        entry = pick(json.loads(path.read_text()))
+        return None if entry is None else make(**entry)
+    except (ValueError, TypeError, AttributeError) as err:
         raise InputError(path, f"not a valid calibration file ({err})") from None
 
 
@@ -173,14 +178,7 @@ def fit_verify_calibration(inliers, runner_up, correct, precision: float = 0.95,
 
 def load_verify_calibration(path: Path | None = None) -> VerifyCalibration | None:
     """The stored verification calibration, or ``None`` when none was fitted."""
-    path = Path(path or CALIBRATION_PATH)
-    if not path.is_file():
-        return None
-    try:
-        entry = json.loads(path.read_text()).get(VERIFY_KEY)
-        return None if entry is None else VerifyCalibration(**entry)
-    except (ValueError, TypeError) as err:
-        raise InputError(path, f"not a valid calibration file ({err})") from None
+    return _read_entry(path, lambda table: table.get(VERIFY_KEY), VerifyCalibration)
 
 
 def save_verify_calibration(cal: VerifyCalibration, path: Path | None = None) -> Path:
