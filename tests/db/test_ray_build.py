@@ -256,6 +256,21 @@ def test_driver_killed_mid_build_resumes_to_the_local_db(cluster, mini, places, 
     assert not list((tmp_path / "db").rglob("*.tmp")) and not (tmp_path / "db" / manifest.JOURNAL).exists()
 
 
+def _running(node: subprocess.Popen, task: str) -> bool:
+    """Whether a worker process of ``node`` runs ``task`` now (Ray titles it ``ray::<task>``, ``ray::IDLE`` when not)."""
+    try:
+        procs = psutil.Process(node.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for p in procs:
+        try:
+            if f"ray::{task}" in " ".join(p.cmdline()):
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def test_killing_a_worker_node_mid_build_loses_nothing_and_writes_nothing_twice(cluster, mini, places, local_db,
                                                                                  tmp_path, monkeypatch):
     writes: list[str] = []
@@ -268,9 +283,9 @@ def test_killing_a_worker_node_mid_build_loses_nothing_and_writes_nothing_twice(
     monkeypatch.setattr(ray_build, "save_image", counted_save)
     killed = threading.Event()
 
-    def kill_when_half_done() -> None:
+    def kill_when_half_done() -> None:  # ... and only while the worker node runs a batch: the kill must hit one
         deadline = time.monotonic() + 240
-        while len(writes) < 6 and time.monotonic() < deadline:
+        while (len(writes) < 6 or not _running(cluster.worker, "_build_batch")) and time.monotonic() < deadline:
             time.sleep(0.02)
         cluster.kill(cluster.worker)
         killed.set()
