@@ -7,7 +7,6 @@ Results: docs/results/verification.md.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -22,11 +21,14 @@ from earthloc.refine.verify import holds, photo_centre
 
 
 def verify_run(locator, verifier, photos: list, out: Path, progress: Callable | None = None) -> list[dict]:
-    """Search and verify each photo (with ``verifier.calibration`` off), one JSON line per photo in ``out``
-    (photos already there are skipped): retrieval's and verification's first-hit rank, whether the
-    answer's DB image and the refined footprint hold NASA's centre, the calibration features, seconds."""
+    """Search and verify each photo as ``locate`` does, one JSON line per photo in ``out`` (photos already
+    there are skipped): retrieval's and verification's first-hit rank, whether the answer's DB image and
+    the refined footprint hold NASA's centre, the calibration features (raw refinement inliers), seconds.
+
+    The verifier keeps its calibration: it decides whether the centre crops are looked at, so the run
+    measures what ``locate`` answers. A calibration fitted on the run is checked by running again with
+    it (the figures must not move; docs/results/verification.md)."""
     done = {r["mrf"]: r for r in read_run(out)} if Path(out).exists() else {}
-    verifier = replace_calibration(verifier)
     options = pipeline.LocateOptions(top_k=verifier.top_k, verify=True, verify_top_k=verifier.top_k)
     todo = [p for p in photos if p.mrf not in done and p.centre is not None]
     for photo in (progress or (lambda xs: xs))(todo):
@@ -49,13 +51,6 @@ def verify_run(locator, verifier, photos: list, out: Path, progress: Callable | 
             f.write(json.dumps(rec) + "\n")
         done[photo.mrf] = rec
     return [done[p.mrf] for p in photos if p.mrf in done]
-
-
-def replace_calibration(verifier):
-    """The verifier with its calibration off (a run measures the raw features the calibration is fitted on)."""
-    v = copy.copy(verifier)
-    v.calibration = None
-    return v
 
 
 def _first_hit(cands, lat: float, lon: float) -> int | None:

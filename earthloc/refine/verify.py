@@ -17,13 +17,18 @@ for 6 of 32 photos, while 22 have such a DB image in the top 50. Verification re
   often; ISS photos tilted up to ~50 degrees stay close enough to one over a 6 px tolerance, and the
   refinement of the answer fits the full homography afterwards;
 - the strongest verification and the runners-up placing the photo elsewhere (``REFINE_PLACES``
-  distinct places) are refined: the DB surrounding is warped onto the photo from the verified pose
-  and matched again (:func:`earthloc.refine.homography.refine_candidate`). A true place then gives
-  tens to hundreds of inliers, a wrong one about ten: the place with most refinement inliers is the
-  answer, its refined footprint the photo's outline, and the candidates whose DB image holds the
-  ground point under the photo centre come first (most verification inliers first), then the
-  others by inliers, then the unverified ones in retrieval order. When no place refines, the
-  strongest verification reorders only if it stands out of the noise (``MIN_REORDER_INLIERS``);
+  distinct places) are refined, strongest first: the DB surrounding is warped onto the photo from
+  the verified pose and matched again (:func:`earthloc.refine.homography.refine_candidate`). A true
+  place then gives tens to hundreds of inliers, a wrong one about ten: the place with most
+  refinement inliers is the answer, its refined footprint the photo's outline. Refinement stops at
+  the first confident place (none after it could win);
+- only when no place is a confident answer, the photo's central half (``VIEW_SCALES``) is verified
+  the same way and its ``CROP_PLACES`` strongest places refined: a photo covering several times the
+  side of its DB images matches them there at half the scale gap;
+- the candidates whose DB image holds the ground point under the photo centre come first (most
+  verification inliers first), then the others by inliers, then the unverified ones in retrieval
+  order. When no place refines, the strongest verification reorders only if it stands out of the
+  noise (``MIN_REORDER_INLIERS``);
 - the answer's refinement inliers and a disagreeing runner-up's give the calibrated confidence
   (:mod:`earthloc.refine.calibration`).
 
@@ -79,37 +84,76 @@ def rotation_matrix(k: int, w: int, h: int) -> np.ndarray:
     return R
 
 
-@dataclass(frozen=True)
-class RotatedFeatures:
-    """The photo's features at its 4 rotations (``rotations[k]``: turned by k * 90 degrees counter-
-    clockwise) and all their descriptors stacked as float32 ``(sum N_k, 64)``, matched in one product."""
+# Scales of the photo views: the whole frame and its central half. A photo may cover several times the
+# side of the DB images that hold its centre, and XFeat matches across about 2x of scale at most: the
+# central half, resized to the frame's size, sees those DB images at half the scale gap (on iss_mini
+# ISS062-E-81917, 35 km wide against 18 km DB images, went from 11 true inliers amid noise of 13 to 44).
+# The whole frame comes first; the crops are looked at only when it gives no confident answer.
+VIEW_SCALES = (1.0, 0.5)
 
-    rotations: tuple[LocalFeatures, ...]
+
+@dataclass(frozen=True)
+class PhotoViews:
+    """The photo's features at one scale: its centred part covering ``scale`` of the frame's side,
+    resized to the frame's size, turned by k * 90 degrees counter-clockwise for k = 0..3.
+
+    ``views[k]``: the features turned by k; ``transforms[k]``: 3x3 map from the (unrotated, whole)
+    photo frame's pixel-corner coordinates to view k's; ``stacked``: all descriptors as float32
+    ``(sum N_k, 64)``, matched in one product.
+    """
+
+    scale: float
+    views: tuple[LocalFeatures, ...]
+    transforms: tuple[np.ndarray, ...] = field(repr=False)
     stacked: np.ndarray = field(repr=False)
 
 
-def photo_features(frame: np.ndarray, extractor) -> RotatedFeatures:
-    """Features of the photo frame turned by 0, 90, 180, 270 degrees counter-clockwise."""
-    rots = tuple(extractor(np.rot90(frame, k)) for k in range(4))
-    return RotatedFeatures(rots, np.concatenate([f.descriptors for f in rots]).astype(np.float32))
+def centre_crop(frame_wh: tuple[int, int], scale: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The centred part of a ``w x h`` frame covering ``scale`` of its side, as ``(3x3 frame -> view px
+    of the same w x h size, (x0, y0, x1, y1) box in frame px)``."""
+    w, h = frame_wh
+    x0, y0 = w * (1 - scale) / 2, h * (1 - scale) / 2
+    T = np.array([[1 / scale, 0, -x0 / scale], [0, 1 / scale, -y0 / scale], [0, 0, 1]], np.float64)
+    return T, (x0, y0, x0 + w * scale, y0 + h * scale)
 
 
-def rotated_matches(photo: RotatedFeatures, db: LocalFeatures, min_cossim: float = MIN_COSSIM):
-    """Per rotation k, indices ``(i0, i1)`` of mutual nearest neighbours (cosine >= ``min_cossim``)
-    between the photo turned by k * 90 degrees and the DB image: one matrix product for all four.
+def photo_views(photo: np.ndarray, extractor, px: int = VERIFY_PX,
+                scales: Sequence[float] = VIEW_SCALES) -> tuple[PhotoViews, ...]:
+    """Features of the photo's views, one :class:`PhotoViews` per scale: the centred part at the frame
+    size (long side ``px``; cut from the full-resolution ``photo``, so a part keeps its detail)."""
+    frame = photo_frame(photo, px)
+    h, w = frame.shape[:2]
+    H, W = photo.shape[:2]
+    out = []
+    for scale in scales:
+        T, (x0, y0, x1, y1) = centre_crop((w, h), scale)
+        sx, sy = W / w, H / h  # frame px -> photo px
+        part = frame if scale == 1.0 else cv2.resize(
+            np.ascontiguousarray(photo[round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]), (w, h),
+            interpolation=cv2.INTER_AREA)
+        views = tuple(extractor(np.rot90(part, k)) for k in range(4))
+        transforms = tuple(rotation_matrix(k, w, h) @ T for k in range(4))
+        stacked = np.concatenate([f.descriptors for f in views]).astype(np.float32)
+        out.append(PhotoViews(scale, views, transforms, stacked))
+    return tuple(out)
+
+
+def view_matches(photo: PhotoViews, db: LocalFeatures, min_cossim: float = MIN_COSSIM):
+    """Per view (rotation), indices ``(i0, i1)`` of mutual nearest neighbours (cosine >= ``min_cossim``)
+    between the view and the DB image: one matrix product for all four.
 
     A forward match ``i -> j`` is mutual when ``sim[i, j]`` is the maximum of column ``j`` within its
-    rotation's rows: a column *max* is a vectorised reduction, several times faster than numpy's
+    view's rows: a column *max* is a vectorised reduction, several times faster than numpy's
     column-wise argmax, which dominated verification before (ties count as mutual; descriptors are
     continuous, so they do not occur in practice)."""
     d1 = np.asarray(db.descriptors, np.float32)
     if len(d1) == 0 or len(photo.stacked) == 0:
-        return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(photo.rotations)
-    sim = photo.stacked @ d1.T  # (sum N_k, M)
+        return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(photo.views)
+    sim = photo.stacked @ d1.T  # (sum N_v, M)
     fwd = sim.argmax(1)
     best = sim[np.arange(len(sim)), fwd]
     out, start = [], 0
-    for f in photo.rotations:
+    for f in photo.views:
         n = len(f.descriptors)
         i = np.arange(n)
         if n == 0:
@@ -155,21 +199,21 @@ def fit_similarity(p0: np.ndarray, p1: np.ndarray, ransac_px: float = RANSAC_PX)
     return int(mask.sum()), np.vstack([A, [0.0, 0.0, 1.0]])
 
 
-def verify_candidate(photo: RotatedFeatures, db: LocalFeatures, candidate: Candidate,
+def verify_candidate(photo: PhotoViews, db: LocalFeatures, candidate: Candidate,
                      ransac_px: float = RANSAC_PX, min_cossim: float = MIN_COSSIM) -> Verification:
-    """Match the photo's 4 rotated feature sets against ``db``; keep the rotation with most inliers."""
-    w, h = photo.rotations[0].size
+    """Match the photo's 4 rotated views (at one scale) against ``db``; keep the one with most inliers."""
+    w, h = photo.views[0].size
     best = Verification(candidate, 0, 0)
-    for k, (f, (i0, i1)) in enumerate(zip(photo.rotations, rotated_matches(photo, db, min_cossim))):
+    for k, (f, T, (i0, i1)) in enumerate(zip(photo.views, photo.transforms, view_matches(photo, db, min_cossim))):
         if len(i0) < MIN_MATCHES or len(i0) <= best.inliers:
             continue
         inliers, H = fit_similarity(f.keypoints[i0], db.keypoints[i1], ransac_px)
         if H is None or inliers <= best.inliers:
             continue
-        Hp = H @ rotation_matrix(k, w, h)  # unrotated photo frame -> DB image
+        Hp = H @ T  # photo frame -> view -> DB image
         c = Hp @ np.array([w / 2, h / 2, 1.0])
         lon, lat = candidate.tile.pixel_to_lonlat(c[0] / c[2], c[1] / c[2], db.size[0], db.size[1])
-        # photo turned CCW by k*90 is north-up <=> the DB image turned CCW by (360 - k*90) matches the photo
+        # view turned CCW by k*90 is north-up <=> the DB image turned CCW by (360 - k*90) matches the photo
         cand = replace(candidate, rotation_deg=(360 - 90 * k) % 360)
         best = Verification(cand, inliers, len(i0), Hp, (float(lat), float(lon)))
     return best
@@ -220,6 +264,7 @@ def photo_centre(footprint: Footprint) -> tuple[float, float]:
 
 DISAGREE_KM = 20.0  # two verified centres farther apart than this are different answers
 REFINE_PLACES = 4  # distinct places refined per photo (the strongest verification and 3 runners-up)
+CROP_PLACES = 2  # ... and, when those give no confident answer, the 2 strongest of each centre-crop scale
 
 
 def distinct_places(verifications: Sequence[Verification], n: int = REFINE_PLACES) -> list[int]:
@@ -242,15 +287,18 @@ class Verified:
     ``confidence``, ``inliers``, ``verified`` set) and the checks, in the new order.
 
     ``inliers``: the answer's inliers at refinement (0 when no place refined); ``runner_up``: the most
-    refinement inliers of a place farther than ``DISAGREE_KM`` from the answer. A true place gives
+    refinement inliers of a place farther than ``DISAGREE_KM`` from the answer, among those refined
+    (refinement stops at a confident place, so a confident answer has none). A true place gives
     tens to hundreds of refinement inliers on iss_mini, a wrong one at most ~10: the calibrated
-    confidence is a function of these two.
+    confidence is a function of these two. ``scales``: the view scales looked at (the centre crops
+    only when the whole frame gave no confident answer).
     """
 
     localization: Localization
     verifications: tuple[Verification, ...]
     inliers: int
     runner_up: int
+    scales: tuple[float, ...] = VIEW_SCALES[:1]
 
 
 class DbFeatures:
@@ -321,23 +369,27 @@ class Verifier:
 
     def _verify(self, loc: Localization, photo: np.ndarray, on_stage: Callable[[str], None]) -> Verified:
         if loc.error or not loc.candidates:
-            return Verified(replace(loc, inliers=0), (), 0, 0)
+            return Verified(replace(loc, inliers=0), (), 0, 0, ())
         frame = photo_frame(photo, VERIFY_PX)
-        feats = photo_features(frame, self.db.extractor)
         head = loc.candidates[:self.top_k]
-        checks = [verify_candidate(feats, self.db.get(c.path), c) if c.path else Verification(c, 0, 0) for c in head]
+        feats = [self.db.get(c.path) if c.path else None for c in head]
+        whole = photo_views(photo, self.db.extractor, scales=VIEW_SCALES[:1])[0]
+        by_scale = [self._check(whole, head, feats)]
         on_stage("verifying")
         # Refine the strongest verification and the runners-up placing the photo elsewhere: warped onto
         # the photo, a true place gives tens to hundreds of inliers, a wrong one ~10, which the cheap
         # check (12-15 on noise) cannot tell apart. The most refinement inliers wins.
-        refined = [(i, r, r.footprint) for i in distinct_places(checks, self.refine_places)
-                   if (r := self._refine(frame, checks[i], feats.rotations[0])) is not None
-                   and r.accepted and r.footprint is not None]
+        refined = self._refine_places(frame, by_scale[0], self.refine_places, whole.views[0])
+        if not self._sure(refined):  # look again, at the centre crops: new hypotheses, new places to refine
+            for part in photo_views(photo, self.db.extractor, scales=VIEW_SCALES[1:]):
+                by_scale.append(self._check(part, head, feats))
+                refined += self._refine_places(frame, by_scale[-1], CROP_PLACES, whole.views[0])
+        checks = [max(per, key=lambda v: v.inliers) for per in zip(*by_scale)]  # whole frame first on ties
         on_stage("refining")
         place: tuple[float, float] | None
         footprint: Footprint | None
         if refined:
-            win, ref, footprint = max(refined, key=lambda t: (t[1].inliers, checks[t[0]].inliers))
+            win, ref, footprint = max(refined, key=lambda t: (t[1].inliers, t[0].inliers))
             inliers, place = ref.inliers, photo_centre(footprint)
             runner = max((r.inliers for _, r, fp in refined
                           if haversine_km(*place, *photo_centre(fp)) > DISAGREE_KM), default=0)
@@ -348,7 +400,7 @@ class Verifier:
             place = checks[top].centre if top is not None and checks[top].inliers >= MIN_REORDER_INLIERS else None
         ranked = tuple(checks[i] for i in order_by_place(checks, place))
         if refined and place is not None:  # DB images showing the answer's place show it at its rotation
-            turn, (lat, lon) = checks[win].candidate.rotation_deg, place
+            turn, (lat, lon) = win.candidate.rotation_deg, place
             ranked = tuple(replace(v, candidate=replace(v.candidate, rotation_deg=turn))
                            if holds(v.candidate, lat, lon) else v for v in ranked)
         conf = verified = None
@@ -358,7 +410,29 @@ class Verifier:
         shown = inliers or max((c.inliers for c in checks), default=0)
         new = replace(loc, candidates=tuple(v.candidate for v in ranked) + loc.candidates[self.top_k:],
                       refined_footprint=footprint, inliers=shown, confidence=conf, verified=verified)
-        return Verified(new, ranked, inliers, runner)
+        return Verified(new, ranked, inliers, runner, VIEW_SCALES[:len(by_scale)])
+
+    def _check(self, views: PhotoViews, head: Sequence[Candidate], feats: Sequence[LocalFeatures | None]) -> list[Verification]:
+        """Verify each candidate (DB features ``feats``, ``None``: no DB image) against one scale's views."""
+        return [verify_candidate(views, f, c) if f is not None else Verification(c, 0, 0) for c, f in zip(head, feats)]
+
+    def _refine_places(self, frame: np.ndarray, checks: Sequence[Verification], n: int,
+                       upright: LocalFeatures) -> list[tuple[Verification, Refinement, Footprint]]:
+        """Refine the ``n`` strongest distinct places of ``checks``, strongest first, until one is a confident
+        answer (a wrong place refines to ~10 inliers, far below: none after it could win); the accepted ones."""
+        out: list[tuple[Verification, Refinement, Footprint]] = []
+        for i in distinct_places(checks, n):
+            r = self._refine(frame, checks[i], upright)
+            if r is not None and r.accepted and r.footprint is not None:
+                out.append((checks[i], r, r.footprint))
+                if self._sure(out):
+                    break
+        return out
+
+    def _sure(self, refined: Sequence[tuple[Verification, Refinement, Footprint]]) -> bool:
+        """Whether the best refinement is already a confident answer (no calibration: never)."""
+        best = max((r.inliers for _, r, _ in refined), default=0)
+        return self.calibration is not None and self.calibration.probability(best, 0) >= self.calibration.threshold
 
     def _refine(self, frame: np.ndarray, check: Verification, upright: LocalFeatures) -> Refinement | None:
         """Refine one verified candidate against its 3x3 DB surrounding, starting from the verified

@@ -82,6 +82,7 @@ def test_verification_puts_a_true_match_first_and_refines_it(db, verifier, photo
     assert out.inliers >= 30 and out.runner_up < out.inliers / 2  # noise reaches 12-15 similarity inliers
     assert out.localization.refined_footprint.contains(*NASA_CENTRE)
     assert out.localization.verified is True and out.localization.confidence >= 0.8
+    assert out.scales == (1.0,)  # confident from the whole frame: the centre crops were not looked at
     # the wrong places did not verify: every place holding NASA's centre now comes before them
     tiles = [c.tile for c in out.localization.candidates]
     hits = [i for i, c in enumerate(out.localization.candidates) if holds(c, *NASA_CENTRE)]
@@ -162,6 +163,47 @@ def test_distinct_places_keeps_one_verification_per_place():
           Verification(c[2], 20, 40, None, (10.0, 10.0)), Verification(c[3], 0, 5)]
     assert distinct_places(vs, 4) == [1, 2]  # 0 is 7 km from 1: the same place; 3 did not verify
     assert distinct_places(vs, 1) == [1]
+
+
+def test_without_a_confident_answer_the_centre_crops_are_looked_at_too(db, photo):
+    # no calibration: no answer counts as confident, so the crops are verified and their places refined;
+    # the whole frame's true place still wins (it refines with the most inliers)
+    v = Verifier(DbFeatures(XFeatExtractor()), DbContexts(db / "db", px=1536), load_matcher("xfeat-mnn"), top_k=50)
+    out = v.verify(wrong_order(db), load_photo_rgb(photo.path))
+    assert out.scales == (1.0, 0.5)
+    assert shows_centre(out.localization.candidates[0]) and out.inliers >= 30
+    assert out.localization.refined_footprint.contains(*NASA_CENTRE)
+
+
+def test_centre_crop_maps_its_box_onto_the_whole_view():
+    from earthloc.refine.homography import project
+    from earthloc.refine.verify import centre_crop
+
+    T, (x0, y0, x1, y1) = centre_crop((512, 384), 0.5)
+    assert (x0, y0, x1, y1) == (128.0, 96.0, 384.0, 288.0)
+    box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    assert np.allclose(project(T, box), [[0, 0], [512, 0], [512, 384], [0, 384]])
+
+
+def test_the_centre_crop_view_puts_the_photo_centre_where_the_whole_frame_does(db, photo):
+    # the crop view's pose is composed back onto the whole frame: both views of the true DB image
+    # must put the photo centre at about the same ground point (the crop sees the photo's middle 2x larger)
+    from earthloc.geo.footprint import haversine_km
+    from earthloc.refine.features import read_db_image
+    from earthloc.refine.verify import photo_views, verify_candidate
+
+    ext = XFeatExtractor()
+    whole, half = photo_views(load_photo_rgb(photo.path), ext)
+    assert (whole.scale, half.scale) == (1.0, 0.5)
+    true = wrong_order(db).candidates[-1]
+    feats = ext(read_db_image(true.path))
+    a, b = verify_candidate(whole, feats, true), verify_candidate(half, feats, true)
+    assert a.inliers >= 30 and b.inliers >= 20 and a.candidate.rotation_deg == b.candidate.rotation_deg == 0
+    # 1.2 km apart on this 13 km wide oblique photo: a similarity fits its middle and its whole a little
+    # differently (the scales differ by ~15%); taking the crop's pixels as the frame's would halve it
+    assert haversine_km(*a.centre, *b.centre) < 2.0
+    scale = lambda H: np.sqrt(abs(np.linalg.det(H[:2, :2])))  # noqa: E731
+    assert scale(b.homography) == pytest.approx(scale(a.homography), rel=0.25)  # both: photo frame -> DB px
 
 
 def test_verification_runs_single_threaded_and_restores_the_thread_count():
