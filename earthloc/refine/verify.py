@@ -117,11 +117,11 @@ def centre_crop(frame_wh: tuple[int, int], scale: float) -> tuple[np.ndarray, tu
     return T, (x0, y0, x0 + w * scale, y0 + h * scale)
 
 
-def photo_views(photo: np.ndarray, extractor, px: int = VERIFY_PX,
+def photo_views(photo: np.ndarray, frame: np.ndarray, extractor,
                 scales: Sequence[float] = VIEW_SCALES) -> tuple[PhotoViews, ...]:
-    """Features of the photo's views, one :class:`PhotoViews` per scale: the centred part at the frame
-    size (long side ``px``; cut from the full-resolution ``photo``, so a part keeps its detail)."""
-    frame = photo_frame(photo, px)
+    """Features of the photo's views, one :class:`PhotoViews` per scale: the centred part of ``frame``
+    (the photo at ``photo_frame`` size) at the frame's size, cut from the full-resolution ``photo`` so
+    a part keeps its detail."""
     h, w = frame.shape[:2]
     H, W = photo.shape[:2]
     out = []
@@ -298,7 +298,7 @@ class Verified:
     verifications: tuple[Verification, ...]
     inliers: int
     runner_up: int
-    scales: tuple[float, ...] = VIEW_SCALES[:1]
+    scales: tuple[float, ...]
 
 
 class DbFeatures:
@@ -373,7 +373,7 @@ class Verifier:
         frame = photo_frame(photo, VERIFY_PX)
         head = loc.candidates[:self.top_k]
         feats = [self.db.get(c.path) if c.path else None for c in head]
-        whole = photo_views(photo, self.db.extractor, scales=VIEW_SCALES[:1])[0]
+        whole = photo_views(photo, frame, self.db.extractor, VIEW_SCALES[:1])[0]
         by_scale = [self._check(whole, head, feats)]
         on_stage("verifying")
         # Refine the strongest verification and the runners-up placing the photo elsewhere: warped onto
@@ -381,7 +381,7 @@ class Verifier:
         # check (12-15 on noise) cannot tell apart. The most refinement inliers wins.
         refined = self._refine_places(frame, by_scale[0], self.refine_places, whole.views[0])
         if not self._sure(refined):  # look again, at the centre crops: new hypotheses, new places to refine
-            for part in photo_views(photo, self.db.extractor, scales=VIEW_SCALES[1:]):
+            for part in photo_views(photo, frame, self.db.extractor, VIEW_SCALES[1:]):
                 by_scale.append(self._check(part, head, feats))
                 refined += self._refine_places(frame, by_scale[-1], CROP_PLACES, whole.views[0])
         checks = [max(per, key=lambda v: v.inliers) for per in zip(*by_scale)]  # whole frame first on ties
